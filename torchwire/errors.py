@@ -1,0 +1,132 @@
+"""Exception types that carry their HTTP status and TorchServe error type name.
+
+One handler in the API layer turns any :class:`ServeError` into the JSON body
+``{"code": status, "type": type_name, "message": str(exc)}``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class ServeError(Exception):
+    """Base of every error a client may see; ``status`` is the HTTP status."""
+
+    status: ClassVar[int] = 500
+    type_name: ClassVar[str] = "InternalServerException"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_json(self) -> dict[str, object]:
+        return {"code": self.status, "type": self.type_name, "message": self.message}
+
+
+class BadRequest(ServeError):
+    status = 400
+    type_name = "BadRequestException"
+
+
+class InvalidInput(BadRequest):
+    """The handler could not decode one request's input (corrupt image, bad UTF-8, ...)."""
+
+    type_name = "InvalidInputException"
+
+
+class Unauthorized(ServeError):
+    status = 401
+    type_name = "InvalidKeyException"
+
+
+class Forbidden(ServeError):
+    status = 403
+    type_name = "InvalidModelVersionException"
+
+
+class ResourceNotFound(ServeError):
+    status = 404
+    type_name = "ResourceNotFoundException"
+
+
+class ModelNotFound(ResourceNotFound):
+    type_name = "ModelNotFoundException"
+
+
+class ModelVersionNotFound(ResourceNotFound):
+    type_name = "ModelVersionNotFoundException"
+
+
+class MethodNotAllowed(ServeError):
+    status = 405
+    type_name = "MethodNotAllowedException"
+
+
+class RequestTimeout(ServeError):
+    status = 408
+    type_name = "RequestTimeoutException"
+
+
+class Conflict(ServeError):
+    status = 409
+    type_name = "ConflictStatusException"
+
+
+class PayloadTooLarge(ServeError):
+    status = 413
+    type_name = "RequestEntityTooLargeException"
+
+
+class InternalError(ServeError):
+    status = 500
+    type_name = "InternalServerException"
+
+
+class HandlerError(InternalError):
+    """User handler code raised, or broke its contract."""
+
+    type_name = "PredictionException"
+
+
+class ServiceUnavailable(ServeError):
+    status = 503
+    type_name = "ServiceUnavailableException"
+
+
+class WorkerDied(ServiceUnavailable):
+    type_name = "WorkerDiedException"
+
+
+class ArchiveError(BadRequest):
+    """An archive is malformed, unsafe or missing its manifest."""
+
+    type_name = "InvalidModelArchiveException"
+
+
+class ConfigError(Exception):
+    """Settings are invalid; raised at start-up, never to a client."""
+
+
+_BY_STATUS: dict[int, type[ServeError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: ResourceNotFound,
+    405: MethodNotAllowed,
+    408: RequestTimeout,
+    409: Conflict,
+    413: PayloadTooLarge,
+    500: InternalError,
+    503: ServiceUnavailable,
+}
+
+
+def error_for_status(status: int, message: str) -> ServeError:
+    """Build the error class that matches ``status`` (used for handler-chosen codes)."""
+    cls = _BY_STATUS.get(status)
+    if cls is None:
+        cls = BadRequest if 400 <= status < 500 else InternalError
+        err = cls(message)
+        err.status = status  # type: ignore[misc]
+        return err
+    return cls(message)
