@@ -130,3 +130,8 @@ def error_for_status(status: int, message: str) -> ServeError:
         err.status = status  # type: ignore[misc]
         return err
     return cls(message)
+
+
+class ExplanationsNotSupported(ServeError):
+    status = 501
+    type_name = "ExplanationsNotSupportedException"

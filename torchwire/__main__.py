@@ -1,0 +1,5 @@
+import sys
+
+from torchwire.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""HTTP routers: inference, KServe, OpenAPI description and payload decoding."""

@@ -1,0 +1,53 @@
+"""The inference API: /ping, /predictions, /explanations, OpenAPI description."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+import torchwire
+from torchwire.api.openapi import inference_document
+from torchwire.api.payload import item_from_request
+from torchwire.api.responses import json_response, outcome_response
+from torchwire.config import Settings
+from torchwire.registry import ModelRegistry
+
+
+class InferenceAPI:
+    def __init__(self, registry: ModelRegistry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+
+    def routes(self) -> list[Route]:
+        predict, explain = self.predictions, self.explanations
+        return [
+            Route("/", self.describe, methods=["OPTIONS"]),
+            Route("/api-description", self.describe, methods=["GET"]),
+            Route("/ping", self.ping, methods=["GET"]),
+            Route("/predictions/{model_name}", predict, methods=["POST", "PUT"]),
+            Route("/predictions/{model_name}/{model_version}", predict, methods=["POST", "PUT"]),
+            Route("/explanations/{model_name}", explain, methods=["POST"]),
+            Route("/explanations/{model_name}/{model_version}", explain, methods=["POST"]),
+        ]
+
+    async def describe(self, request: Request) -> Response:
+        return json_response(inference_document(torchwire.__version__))
+
+    async def ping(self, request: Request) -> Response:
+        if self.registry.healthy():
+            return json_response({"status": "Healthy", "health": "healthy!"})
+        return json_response({"status": "Unhealthy"}, 500)
+
+    async def predictions(self, request: Request) -> Response:
+        return await self._run(request, explain=False)
+
+    async def explanations(self, request: Request) -> Response:
+        return await self._run(request, explain=True)
+
+    async def _run(self, request: Request, explain: bool) -> Response:
+        params = request.path_params
+        model = self.registry.get(params["model_name"], params.get("model_version"))
+        item = await item_from_request(request, self.settings.max_request_size)
+        outcome = await model.infer(item, explain)
+        return outcome_response(outcome, item.request_id, self.settings.max_response_size)

@@ -1,0 +1,114 @@
+"""The Context a handler receives: model facts plus per-request headers and replies.
+
+Mirrors TorchServe's ``ts.context.Context`` so that custom handlers written for
+TorchServe find the same attributes and methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torchwire
+
+
+class RequestProcessor:
+    """Headers of one request in, status and headers of its response out."""
+
+    def __init__(self, request_header: dict[str, str]) -> None:
+        self._request_header = request_header
+        self._status_code = 200
+        self._reason_phrase = ""
+        self._response_header: dict[str, str] = {}
+
+    def get_request_property(self, key: str) -> str | None:
+        return self._request_header.get(key.lower())
+
+    def get_request_properties(self) -> dict[str, str]:
+        return self._request_header
+
+    def report_status(self, code: int, reason_phrase: str = "") -> None:
+        self._status_code = code
+        self._reason_phrase = reason_phrase
+
+    def get_response_status_code(self) -> int:
+        return self._status_code
+
+    def get_response_status_phrase(self) -> str:
+        return self._reason_phrase
+
+    def add_response_property(self, key: str, value: str) -> None:
+        self._response_header[key] = value
+
+    def get_response_header(self, key: str) -> str | None:
+        return self._response_header.get(key)
+
+    def get_response_headers(self) -> dict[str, str]:
+        return self._response_header
+
+
+class Context:
+    """Model-level facts (fixed at load) and the current batch's request processors."""
+
+    def __init__(
+        self,
+        model_name: str,
+        model_dir: str,
+        manifest: dict[str, Any],
+        batch_size: int,
+        gpu: int | None,
+        model_version: str = "1.0",
+        model_yaml_config: dict[str, Any] | None = None,
+        metrics: Any = None,
+    ) -> None:
+        self.model_name = model_name
+        self.model_version = model_version
+        self.manifest = manifest
+        self.system_properties: dict[str, Any] = {
+            "model_dir": model_dir,
+            "gpu_id": gpu,
+            "batch_size": batch_size,
+            "server_name": "torchwire",
+            "server_version": torchwire.__version__,
+            "limit_max_image_pixels": True,
+        }
+        self.model_yaml_config: dict[str, Any] = model_yaml_config or {}
+        self.metrics = metrics
+        self.request_ids: dict[int, str] = {}
+        self.request_processor: list[RequestProcessor] = []
+
+    def start_batch(self, request_ids: list[str], headers: list[dict[str, str]]) -> None:
+        self.request_ids = dict(enumerate(request_ids))
+        self.request_processor = [RequestProcessor(h) for h in headers]
+
+    def get_request_id(self, idx: int = 0) -> str | None:
+        return self.request_ids.get(idx)
+
+    def get_request_header(self, idx: int, key: str) -> str | None:
+        return self.request_processor[idx].get_request_property(key)
+
+    def get_all_request_header(self, idx: int) -> dict[str, str]:
+        return self.request_processor[idx].get_request_properties()
+
+    def set_response_content_type(self, idx: int, value: str) -> None:
+        self.set_response_header(idx, "content-type", value)
+
+    def get_response_content_type(self, idx: int) -> str | None:
+        return self.get_response_headers(idx).get("content-type")
+
+    def get_response_status(self, idx: int) -> tuple[int, str]:
+        proc = self.request_processor[idx]
+        return proc.get_response_status_code(), proc.get_response_status_phrase()
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        if idx < len(self.request_processor):
+            self.request_processor[idx].report_status(code, phrase)
+
+    def set_all_response_status(self, code: int = 200, phrase: str = "") -> None:
+        for proc in self.request_processor:
+            proc.report_status(code, phrase)
+
+    def get_response_headers(self, idx: int) -> dict[str, str]:
+        return self.request_processor[idx].get_response_headers()
+
+    def set_response_header(self, idx: int, key: str, value: str) -> None:
+        self.request_processor[idx].add_response_property(key.lower(), value)

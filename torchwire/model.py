@@ -1,0 +1,169 @@
+"""ModelVersion: one loaded version of a model — its settings, batcher and workers."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from torchwire.archive import Manifest
+from torchwire.batching import Batcher, Job
+from torchwire.devices import GpuAllocator
+from torchwire.errors import ServiceUnavailable
+from torchwire.workers.pool import WorkerPool
+from torchwire.workers.process import WorkerHooks, WorkerProcess
+from torchwire.workers.protocol import BatchDone, Item, Outcome, WorkerSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """The resolved per-version settings (every value concrete)."""
+
+    min_workers: int
+    max_workers: int
+    batch_size: int
+    max_batch_delay: int  # ms
+    response_timeout: float  # s
+    startup_timeout: float  # s
+    job_queue_size: int
+    device_type: str | None = None  # "cpu", "gpu" or None (gpu when one is visible)
+    gpu_ids: tuple[int, ...] | None = None
+
+
+class ModelState(enum.Enum):
+    LOADING = "Loading"
+    READY = "Ready"
+    FAILED = "Failed"
+    UNLOADING = "Unloading"
+
+
+BatchObserver = Callable[["ModelVersion", list[Job], BatchDone], None]
+
+
+class ModelVersion:
+    def __init__(
+        self,
+        manifest: Manifest,
+        model_dir: Path,
+        yaml_config: dict[str, Any],
+        config: ServingConfig,
+        gpus: GpuAllocator,
+        model_url: str = "",
+        log_dir: Path | None = None,
+        loaded_at_startup: bool = False,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.name = manifest.model_name
+        self.version = manifest.model_version
+        self.model_dir = model_dir
+        self.yaml_config = yaml_config
+        self.config = config
+        self.gpus = gpus
+        self.use_gpu = gpus.uses_gpu(config.device_type)
+        self.model_url = model_url
+        self.loaded_at_startup = loaded_at_startup
+        self.observer = observer
+        self.unloading = False
+        self.created = time.time()
+        self.batcher = Batcher(config.batch_size, config.max_batch_delay, config.job_queue_size)
+        hooks = WorkerHooks(self.batcher.slot_free, self.batcher.requeue, self._batch_done)
+        self.pool = WorkerPool(
+            f"{self.name}-{self.version}", self._spec, hooks, config.response_timeout,
+            config.startup_timeout, log_dir,
+        )
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self, workers: int | None = None) -> None:
+        self.batcher.start()
+        await self.scale(self.config.min_workers if workers is None else workers)
+
+    async def scale(self, workers: int, max_workers: int | None = None) -> None:
+        self.config = replace(
+            self.config,
+            min_workers=workers,
+            max_workers=max(workers, max_workers or self.config.max_workers),
+        )
+        await self.pool.scale(workers)
+        await self.pool.wait_started()
+
+    async def stop(self, drain_timeout: float = 30.0) -> None:
+        self.unloading = True
+        await self.pool.stop(drain_timeout)
+        self.batcher.fail_pending(ServiceUnavailable(f"model {self.name} is being unloaded"))
+        await self.batcher.stop()
+
+    @property
+    def state(self) -> ModelState:
+        if self.unloading:
+            return ModelState.UNLOADING
+        if self.pool.failed():
+            return ModelState.FAILED
+        if self.pool.live > 0 or (self.pool.wanted == 0 and self.pool.events.loaded.is_set()):
+            return ModelState.READY
+        return ModelState.LOADING
+
+    @property
+    def healthy(self) -> bool:
+        return self.state is ModelState.READY and self.pool.live >= self.config.min_workers
+
+    @property
+    def load_error(self) -> str | None:
+        return self.pool.events.load_error
+
+    # -- inference ---------------------------------------------------------------
+    async def infer(self, item: Item, explain: bool = False) -> Outcome:
+        self._check_servable()
+        loop = asyncio.get_running_loop()
+        job = Job(item, loop.create_future(), loop.time(), explain)
+        self.batcher.submit(job)
+        return await job.future
+
+    def _check_servable(self) -> None:
+        state = self.state
+        if state is ModelState.FAILED:
+            raise ServiceUnavailable(
+                f"model {self.name} version {self.version} failed to load: {self.load_error}"
+            )
+        if state is ModelState.UNLOADING:
+            raise ServiceUnavailable(f"model {self.name} version {self.version} is unloading")
+        if self.pool.wanted == 0:
+            raise ServiceUnavailable(
+                f"model {self.name} version {self.version} has no workers; scale it up with "
+                f"PUT /models/{self.name}?min_worker=1 on the management API"
+            )
+
+    def _batch_done(self, jobs: list[Job], done: BatchDone) -> None:
+        if self.observer is not None:
+            self.observer(self, jobs, done)
+
+    # -- workers ---------------------------------------------------------------
+    def _threads(self) -> int:
+        cores = os.cpu_count() or 1
+        return max(1, cores // max(1, self.pool.wanted))
+
+    def _spec(self) -> WorkerSpec:
+        gpu_id = self.gpus.pick(self.config.gpu_ids) if self.use_gpu else None
+        return WorkerSpec(
+            model_name=self.name,
+            model_version=self.version,
+            model_dir=str(self.model_dir),
+            manifest=self.manifest.to_json(),
+            handler=self.manifest.handler,
+            batch_size=self.config.batch_size,
+            max_batch_delay=self.config.max_batch_delay,
+            gpu_id=gpu_id,
+            threads=self._threads(),
+            model_yaml_config=self.yaml_config,
+        )
+
+    def workers(self) -> list[WorkerProcess]:
+        return list(self.pool.workers.values())

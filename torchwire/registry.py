@@ -1,0 +1,69 @@
+"""ModelRegistry: model names and versions, and each name's default version."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from torchwire.errors import Conflict, Forbidden, ModelNotFound, ModelVersionNotFound
+from torchwire.model import ModelVersion
+
+
+class ModelRegistry:
+    def __init__(self) -> None:
+        self._models: dict[str, dict[str, ModelVersion]] = {}
+        self._default: dict[str, str] = {}
+        self.startup_failures: dict[str, str] = {}  # archive → why it could not be loaded
+
+    def get(self, name: str, version: str | None = None) -> ModelVersion:
+        versions = self._models.get(name)
+        if not versions:
+            raise ModelNotFound(f"Model not found: {name}")
+        key = version if version is not None else self._default[name]
+        found = versions.get(key)
+        if found is None:
+            raise ModelVersionNotFound(f"Model version: {version} does not exist for model: {name}")
+        return found
+
+    def add(self, model: ModelVersion, make_default: bool = False) -> None:
+        versions = self._models.setdefault(model.name, {})
+        if model.version in versions:
+            raise Conflict(f"Model version {model.version} for model {model.name} already exists")
+        versions[model.version] = model
+        if make_default or model.name not in self._default:
+            self._default[model.name] = model.version
+
+    def remove(self, name: str, version: str | None = None) -> ModelVersion:
+        model = self.get(name, version)
+        versions = self._models[name]
+        if model.version == self._default[name] and len(versions) > 1:
+            raise Forbidden(
+                f"Cannot remove default version {model.version} for model {name}; "
+                "set another version as default first"
+            )
+        del versions[model.version]
+        if not versions:
+            del self._models[name]
+            del self._default[name]
+        return model
+
+    def set_default(self, name: str, version: str) -> None:
+        self.get(name, version)
+        self._default[name] = version
+
+    def default_version(self, name: str) -> str:
+        self.get(name)
+        return self._default[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        self.get(name)
+        return list(self._models[name].values())
+
+    def __iter__(self) -> Iterator[ModelVersion]:
+        for versions in self._models.values():
+            yield from versions.values()
+
+    def healthy(self) -> bool:
+        return not self.startup_failures and all(model.healthy for model in self)

@@ -1,0 +1,138 @@
+"""ModelStore: find an archive, unpack it safely, and build its ModelVersion.
+
+Per-version settings are layered: server defaults < config.properties'
+``models`` entry < the archive's model-config.yaml < the caller's overrides
+(CLI or management API).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from torchwire.archive import Manifest, open_archive, read_manifest, read_model_config
+from torchwire.archive.manifest import model_name_problem
+from torchwire.config import ModelSettings, Settings, model_settings_from_mapping
+from torchwire.devices import GpuAllocator
+from torchwire.errors import BadRequest, ModelNotFound
+from torchwire.model import BatchObserver, ModelVersion, ServingConfig
+
+log = logging.getLogger(__name__)
+
+ARCHIVE_SUFFIXES = (".mar", ".tar.gz", ".tgz", ".zip")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load: an archive reference and an optional name to serve it under."""
+
+    url: str
+    name: str | None = None
+
+
+def parse_model_arg(text: str) -> ModelSpec:
+    """``name=archive.mar`` or ``archive.mar`` (TorchServe's ``--models`` syntax)."""
+    name, sep, url = text.partition("=")
+    if sep and name and "/" not in name:
+        return ModelSpec(url.strip(), name.strip())
+    return ModelSpec(text.strip())
+
+
+class ModelStore:
+    def __init__(self, settings: Settings, gpus: GpuAllocator,
+                 observer: BatchObserver | None = None) -> None:
+        self.settings = settings
+        self.gpus = gpus
+        self.observer = observer
+        self.root = settings.model_store
+        self.work_dir = Path(tempfile.mkdtemp(prefix="torchwire-models-"))
+
+    def archives(self) -> list[Path]:
+        """Every archive or model directory in the store (for ``--models all``)."""
+        if self.root is None or not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.iterdir() if _looks_like_archive(p))
+
+    def locate(self, url: str) -> Path:
+        if url.startswith("file://"):
+            url = url[len("file://"):]
+        candidates = [Path(url)] if os.path.isabs(url) else []
+        if self.root is not None and not os.path.isabs(url):
+            candidates.append(self.root / url)
+        candidates.append(Path(url))
+        for path in candidates:
+            if path.exists():
+                return path
+        where = f" in the model store {self.root}" if self.root else ""
+        raise ModelNotFound(f"Model archive not found: {url}{where}")
+
+    def build(self, spec: ModelSpec, overrides: ModelSettings | None = None,
+              loaded_at_startup: bool = False) -> ModelVersion:
+        archive = self.locate(spec.url)
+        model_dir = open_archive(archive, self.work_dir)
+        manifest = read_manifest(model_dir)
+        if spec.name and spec.name != manifest.model_name:
+            manifest = _renamed(manifest, spec.name)
+        yaml_config = read_model_config(model_dir, manifest)
+        config = self.serving_config(manifest, yaml_config, overrides or ModelSettings())
+        return ModelVersion(
+            manifest, model_dir, yaml_config, config, self.gpus,
+            model_url=spec.url, log_dir=self.settings.log_location,
+            loaded_at_startup=loaded_at_startup, observer=self.observer,
+        )
+
+    def serving_config(self, manifest: Manifest, yaml_config: dict[str, Any],
+                       overrides: ModelSettings) -> ServingConfig:
+        layered = self._defaults()
+        per_model = self.settings.models.get(manifest.model_name, {})
+        entry = per_model.get(manifest.model_version)
+        if entry is None and len(per_model) == 1:
+            entry = next(iter(per_model.values()))
+        if entry is not None:
+            layered = layered.merged(entry)
+        layered = layered.merged(model_settings_from_mapping(yaml_config, "model-config.yaml"))
+        return _resolve(layered.merged(overrides))
+
+    def _defaults(self) -> ModelSettings:
+        s = self.settings
+        workers = s.default_workers_per_model
+        if workers is None:
+            workers = max(1, self.gpus.count)
+        return ModelSettings(
+            min_workers=workers, max_workers=workers, batch_size=s.batch_size,
+            max_batch_delay=s.max_batch_delay, response_timeout=s.default_response_timeout,
+            startup_timeout=s.default_startup_timeout, job_queue_size=s.job_queue_size,
+        )
+
+
+def _resolve(m: ModelSettings) -> ServingConfig:
+    min_workers = m.min_workers if m.min_workers is not None else 1
+    max_workers = max(min_workers, m.max_workers or min_workers)
+    return ServingConfig(
+        min_workers=min_workers,
+        max_workers=max_workers,
+        batch_size=m.batch_size or 1,
+        max_batch_delay=m.max_batch_delay if m.max_batch_delay is not None else 100,
+        response_timeout=float(m.response_timeout or 120),
+        startup_timeout=float(m.startup_timeout or 120),
+        job_queue_size=m.job_queue_size or 100,
+        device_type=m.device_type,
+        gpu_ids=tuple(m.gpu_ids) if m.gpu_ids else None,
+    )
+
+
+def _renamed(manifest: Manifest, name: str) -> Manifest:
+    problem = model_name_problem(name)
+    if problem:
+        raise BadRequest(f"invalid model name {name!r}: {problem}")
+    return replace(manifest, model_name=name)
+
+
+def _looks_like_archive(path: Path) -> bool:
+    if path.is_dir():
+        return (path / "MAR-INF" / "MANIFEST.json").is_file()
+    return path.name.endswith(ARCHIVE_SUFFIXES)

@@ -1,0 +1,1 @@
+"""Worker processes: the wire protocol, the child loop, and front-side supervision."""

@@ -1,0 +1,188 @@
+"""The worker process: load one model, then serve batches from the front.
+
+Started as ``python -m torchwire.workers.child FD``; FD is this worker's end of
+a socketpair. A reader thread receives the next batch while the main thread
+computes the current one; if the front goes away the worker exits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from torchwire.errors import HandlerError, InvalidInput
+from torchwire.handlers.base import EXPLAIN_HEADER
+from torchwire.handlers.context import Context
+from torchwire.handlers.loader import Service, resolve
+from torchwire.workers.outcome import as_serve_error, error_outcome, result_outcome
+from torchwire.workers.protocol import (
+    Batch,
+    BatchDone,
+    Item,
+    LoadFailed,
+    Outcome,
+    Param,
+    Ready,
+    WorkerSpec,
+    encode,
+    recv_message,
+)
+
+log = logging.getLogger(__name__)
+
+
+def decode_param(param: Param) -> Any:
+    """TorchServe's input decoding: JSON parsed, text decoded, anything else bytes."""
+    value = param.value
+    if not isinstance(value, bytes):
+        return value
+    ctype = param.content_type.split(";")[0].strip().lower()
+    if ctype == "application/json":
+        try:
+            return json.loads(value)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidInput(f"{param.name!r} is not valid JSON: {exc}") from exc
+    if ctype.startswith("text/"):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(f"{param.name!r} is not valid UTF-8 text: {exc}") from exc
+    return value
+
+
+def decode_item(item: Item) -> dict[str, Any]:
+    return {p.name: decode_param(p) for p in item.params}
+
+
+class Worker:
+    """One loaded service and its context; runs batches."""
+
+    def __init__(self, spec: WorkerSpec, service: Service, ctx: Context) -> None:
+        self.spec = spec
+        self.service = service
+        self.ctx = ctx
+
+    def _call(self, rows: list[dict[str, Any]], items: list[Item], explain: bool) -> list[Any]:
+        headers = [dict(i.headers) for i in items]
+        if explain:
+            for h in headers:
+                h[EXPLAIN_HEADER] = "True"
+        self.ctx.start_batch([i.request_id for i in items], headers)
+        results = self.service.handle(rows, self.ctx)
+        if not isinstance(results, list) or len(results) != len(rows):
+            got = len(results) if isinstance(results, list) else type(results).__name__
+            raise HandlerError(
+                f"handler {self.service.name} returned {got} results for a batch of {len(rows)}"
+            )
+        return [result_outcome(r, self.ctx, i, self.service.name) for i, r in enumerate(results)]
+
+    def _run_rows(self, rows: list[dict[str, Any]], items: list[Item], explain: bool) -> list[Any]:
+        try:
+            return self._call(rows, items, explain)
+        except Exception as exc:  # noqa: BLE001 - user code may raise anything
+            if len(rows) == 1:
+                return [error_outcome(as_serve_error(exc, self.service.name))]
+            # Find the culprit: run each request alone so only the bad one fails.
+            return [self._run_rows([r], [i], explain)[0] for r, i in zip(rows, items, strict=True)]
+
+    def run(self, batch: Batch) -> list[Outcome]:
+        outcomes: list[Outcome | None] = [None] * len(batch.items)
+        rows: list[dict[str, Any]] = []
+        good: list[int] = []
+        for idx, item in enumerate(batch.items):
+            try:
+                rows.append(decode_item(item))
+                good.append(idx)
+            except InvalidInput as exc:
+                outcomes[idx] = error_outcome(exc)
+        if rows:
+            items = [batch.items[i] for i in good]
+            for idx, outcome in zip(good, self._run_rows(rows, items, batch.explain), strict=True):
+                outcomes[idx] = outcome
+        return [o for o in outcomes if o is not None]
+
+
+def set_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass  # already set by an import in the handler
+
+
+def load(spec: WorkerSpec) -> Worker:
+    for path in reversed((spec.model_dir, *spec.extra_sys_path)):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    set_threads(spec.threads)
+    ctx = Context(
+        spec.model_name,
+        spec.model_dir,
+        spec.manifest,
+        spec.batch_size,
+        spec.gpu_id,
+        model_version=spec.model_version,
+        model_yaml_config=spec.model_yaml_config,
+    )
+    service = resolve(spec.handler, Path(spec.model_dir))
+    service.initialize(ctx)
+    return Worker(spec, service, ctx)
+
+
+def device_of(worker: Worker) -> str:
+    device = getattr(worker.service.instance, "device", None)
+    return str(device) if device is not None else "cpu"
+
+
+def reader(sock: socket.socket, jobs: queue.SimpleQueue[Batch | None]) -> None:
+    while True:
+        message = recv_message(sock)
+        if message is None:
+            os._exit(0)  # the front is gone: nobody is waiting for results
+        if isinstance(message, Batch):
+            jobs.put(message)
+
+
+def serve(sock: socket.socket, worker: Worker) -> None:
+    jobs: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
+    threading.Thread(target=reader, args=(sock, jobs), daemon=True, name="reader").start()
+    while (batch := jobs.get()) is not None:
+        start = time.perf_counter()
+        outcomes = worker.run(batch)
+        elapsed = (time.perf_counter() - start) * 1000
+        sock.sendall(encode(BatchDone(batch.batch_id, tuple(outcomes), elapsed)))
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(
+        level=os.environ.get("TORCHWIRE_WORKER_LOG_LEVEL", "INFO"),
+        format=f"%(asctime)s [worker {os.getpid()}] %(levelname)s %(name)s: %(message)s",
+    )
+    sock = socket.socket(fileno=int(argv[1]))
+    spec = recv_message(sock)
+    if not isinstance(spec, WorkerSpec):
+        return 2
+    try:
+        worker = load(spec)
+    except BaseException as exc:  # noqa: BLE001 - report any load failure to the front
+        log.error("loading %s failed:\n%s", spec.model_name, traceback.format_exc())
+        sock.sendall(encode(LoadFailed(f"{type(exc).__name__}: {exc}")))
+        return 1
+    sock.sendall(encode(Ready(os.getpid(), device_of(worker))))
+    serve(sock, worker)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

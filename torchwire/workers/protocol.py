@@ -1,0 +1,119 @@
+"""Messages between the front and a worker process, and their framing.
+
+Frames are an 8-byte big-endian length followed by a pickle (protocol 5) of one
+message. Both ends are torchwire's own processes, so pickle is safe here; it is
+never used for anything a client sends except opaque ``bytes`` values.
+"""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+HEADER = struct.Struct(">Q")
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker needs to load its model; the first frame it receives."""
+
+    model_name: str
+    model_version: str
+    model_dir: str
+    manifest: dict[str, Any]
+    handler: str
+    batch_size: int
+    max_batch_delay: int
+    gpu_id: int | None
+    threads: int
+    model_yaml_config: dict[str, Any] = field(default_factory=dict)
+    extra_sys_path: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One named input of a request: bytes to be decoded by content type, or a parsed value."""
+
+    name: str
+    value: Any
+    content_type: str = ""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One request inside a batch."""
+
+    request_id: str
+    params: tuple[Param, ...]
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Batch:
+    batch_id: int
+    items: tuple[Item, ...]
+    explain: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One request's answer: status, body bytes and headers to send back."""
+
+    status: int
+    body: bytes
+    content_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+    error_type: str = ""
+
+
+@dataclass(frozen=True)
+class BatchDone:
+    batch_id: int
+    outcomes: tuple[Outcome, ...]
+    handler_ms: float
+
+
+@dataclass(frozen=True)
+class Ready:
+    pid: int
+    device: str
+
+
+@dataclass(frozen=True)
+class LoadFailed:
+    message: str
+
+
+def encode(message: object) -> bytes:
+    payload = pickle.dumps(message, protocol=5)
+    return HEADER.pack(len(payload)) + payload
+
+
+def decode(payload: bytes) -> object:
+    return pickle.loads(payload)
+
+
+def recv_exact(sock: socket.socket, size: int) -> bytes | None:
+    """Read exactly ``size`` bytes from a blocking socket; None on EOF."""
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:], size - got)
+        if n == 0:
+            return None
+        got += n
+    return bytes(buf)
+
+
+def recv_message(sock: socket.socket) -> object | None:
+    """Blocking read of one framed message; None when the peer closed."""
+    header = recv_exact(sock, HEADER.size)
+    if header is None:
+        return None
+    (size,) = HEADER.unpack(header)
+    payload = recv_exact(sock, size)
+    return None if payload is None else decode(payload)
