@@ -90,8 +90,6 @@ class ModelStore:
         layered = self._defaults()
         per_model = self.settings.models.get(manifest.model_name, {})
         entry = per_model.get(manifest.model_version)
-        if entry is None and len(per_model) == 1:
-            entry = next(iter(per_model.values()))
         if entry is not None:
             layered = layered.merged(entry)
         layered = layered.merged(model_settings_from_mapping(yaml_config, "model-config.yaml"))

@@ -1,0 +1,147 @@
+"""Shared fixtures: example archives built once, and real server processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import httpx
+import pytest
+
+from torchwire.archive import Manifest, open_archive, read_manifest, write_archive
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = Path(__file__).resolve().parent / "e2e" / "toy"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log_dir: Path
+
+    def client(self, **kw: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60, **kw)  # type: ignore[arg-type]
+
+    def log_text(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.log_dir.glob("*.log"))
+
+
+def wait_for_ping(url: str, proc: subprocess.Popen[bytes], want: int, deadline_s: float) -> None:
+    """Poll /ping until it answers ``want`` (the server's own readiness signal)."""
+    deadline = time.monotonic() + deadline_s
+    last = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            last = httpx.get(f"{url}/ping", timeout=2).status_code
+            if last == want:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"/ping did not answer {want} in {deadline_s}s (last {last})")
+
+
+def start_server(tmp: Path, store: Path, models: list[str], config: dict[str, object],
+                 want_ping: int = 200) -> RunningServer:
+    port = free_port()
+    props = {
+        "inference_address": f"http://127.0.0.1:{port}",
+        "management_address": f"http://127.0.0.1:{free_port()}",
+        "metrics_address": f"http://127.0.0.1:{free_port()}",
+        **config,
+    }
+    cfg = tmp / "config.properties"
+    cfg.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    log_dir = tmp / "logs"
+    cmd = [sys.executable, "-m", "torchwire", "start", "--foreground", "--model-store",
+           str(store), "--ts-config", str(cfg), "--log-location", str(log_dir),
+           "--models", *models]
+    proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    server = RunningServer(proc, f"http://127.0.0.1:{port}", log_dir)
+    try:
+        wait_for_ping(server.url, proc, want_ping, 90)
+    except BaseException:
+        stop_server(server)
+        raise
+    return server
+
+
+def stop_server(server: RunningServer) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.proc.pid, 9)
+        server.proc.wait()
+
+
+def toy_archive(store: Path, name: str, version: str = "1.0",
+                yaml_config: str | None = None) -> Path:
+    files = {"toy_handler.py": TOY / "toy_handler.py"}
+    config_file = None
+    if yaml_config is not None:
+        cfg = store / f".{name}-model-config.yaml"
+        cfg.write_text(yaml_config)
+        files["model-config.yaml"] = cfg
+        config_file = "model-config.yaml"
+    manifest = Manifest(model_name=name, model_version=version, handler="toy_handler.py",
+                        config_file=config_file)
+    return write_archive(manifest, files, store / f"{name}-{version}", force=True)
+
+
+def second_version(archive: Path, out: Path, tmp: Path) -> Path:
+    """The same model re-archived as version 2.0."""
+    model_dir = open_archive(archive, tmp)
+    manifest = replace(read_manifest(model_dir), model_version="2.0")
+    files = {p.name: p for p in model_dir.iterdir() if p.is_file()}
+    return write_archive(manifest, files, out, force=True)
+
+
+@pytest.fixture(scope="session")
+def example_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    store = tmp_path_factory.mktemp("store")
+    subprocess.run([sys.executable, str(ROOT / "examples" / "digits" / "build.py"), "--out",
+                    str(store)], check=True, stdout=subprocess.DEVNULL)
+    return store
+
+
+@pytest.fixture(scope="session")
+def digit_samples(example_store: Path) -> list[tuple[bytes, int]]:
+    paths = sorted((example_store / "samples" / "digits").glob("*.png"))
+    return [(p.read_bytes(), int(p.stem.split("label")[1])) for p in paths]
+
+
+@pytest.fixture(scope="session")
+def server(example_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One server with the digits model (two versions) and the toy model."""
+    tmp = tmp_path_factory.mktemp("server")
+    store = example_store
+    toy_archive(store, "toy", yaml_config="responseTimeout: 3\n")
+    second_version(store / "digits.mar", store / "digits-2.0", tmp)
+    models = {
+        "digits": {"1.0": {"batchSize": 8, "maxBatchDelay": 20},
+                   "2.0": {"batchSize": 1, "maxBatchDelay": 0}},
+        "toy": {"1.0": {"batchSize": 8, "maxBatchDelay": 200}},
+    }
+    config = {"max_request_size": 200000, "job_queue_size": 500,
+              "models": json.dumps(models)}
+    running = start_server(tmp, store, ["digits=digits.mar", "digits=digits-2.0/digits.mar", "toy=toy-1.0/toy.mar"], config)
+    yield running
+    stop_server(running)

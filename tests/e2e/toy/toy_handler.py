@@ -1,0 +1,38 @@
+"""A model-free handler whose behaviour the tests steer with the request text."""
+
+import os
+import time
+
+from torchwire.errors import InvalidInput
+
+
+def _text(row):
+    value = row.get("data", row.get("body"))
+    return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+class ToyHandler:
+    def initialize(self, context):
+        self.context = context
+        if os.environ.get("TOY_FAIL_LOAD") or context.model_yaml_config.get("fail_load"):
+            raise RuntimeError("toy model refuses to load")
+
+    def handle(self, data, context):
+        texts = [_text(row) for row in data]
+        if "wrong-count" in texts:
+            return []
+        return [self._one(t, len(texts)) for t in texts]
+
+    def _one(self, text, batch):
+        if text == "pid":
+            return {"pid": os.getpid(), "gpu_id": self.context.system_properties["gpu_id"]}
+        if text.startswith("sleep:"):
+            time.sleep(float(text.split(":")[1]))
+            return {"slept": True}
+        if text == "crash":
+            os._exit(3)
+        if text == "boom":
+            raise ValueError("toy exploded")
+        if text == "bad":
+            raise InvalidInput("toy cannot read 'bad'")
+        return {"echo": text, "batch": batch}
