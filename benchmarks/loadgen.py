@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
 MAX_HEAD = 64 * 1024  # a response head larger than this is treated as a protocol error
@@ -309,8 +310,7 @@ class _Client(asyncio.Protocol):
         self.reuse = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self.send_next()
 
     def send_next(self) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 from torchwire.archive import Manifest
 from torchwire.batching import Batcher, Job
 from torchwire.devices import GpuAllocator
-from torchwire.errors import ServiceUnavailable
+from torchwire.errors import RequestTimeout, ServiceUnavailable
 from torchwire.workers.pool import WorkerPool
 from torchwire.workers.process import WorkerHooks, WorkerProcess
 from torchwire.workers.protocol import BatchDone, Item, Outcome, WorkerSpec
@@ -78,7 +78,7 @@ class ModelVersion:
         hooks = WorkerHooks(self.batcher.slot_free, self.batcher.requeue, self._batch_done)
         self.pool = WorkerPool(
             f"{self.name}-{self.version}", self._spec, hooks, config.response_timeout,
-            config.startup_timeout, log_dir,
+            config.startup_timeout, log_dir, on_failed=self._load_failed,
         )
 
     # -- lifecycle ---------------------------------------------------------------
@@ -125,7 +125,13 @@ class ModelVersion:
         loop = asyncio.get_running_loop()
         job = Job(item, loop.create_future(), loop.time(), explain)
         self.batcher.submit(job)
-        return await job.future
+        try:
+            async with asyncio.timeout(self.config.response_timeout):
+                return await job.future
+        except TimeoutError:
+            raise RequestTimeout(
+                f"no answer within response_timeout ({self.config.response_timeout:g} s)"
+            ) from None
 
     def _check_servable(self) -> None:
         state = self.state
@@ -140,6 +146,11 @@ class ModelVersion:
                 f"model {self.name} version {self.version} has no workers; scale it up with "
                 f"PUT /models/{self.name}?min_worker=1 on the management API"
             )
+
+    def _load_failed(self, error: str) -> None:
+        self.batcher.fail_pending(ServiceUnavailable(
+            f"model {self.name} version {self.version} failed to load: {error}"
+        ))
 
     def _batch_done(self, jobs: list[Job], done: BatchDone) -> None:
         if self.observer is not None:

@@ -44,8 +44,10 @@ class WorkerPool:
         response_timeout: float,
         startup_timeout: float,
         log_dir: Path | None = None,
+        on_failed: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
+        self.on_failed = on_failed
         self.make_spec = make_spec
         self.hooks = hooks
         self.response_timeout = response_timeout
@@ -142,6 +144,8 @@ class WorkerPool:
         attempt = self._attempts.get(slot)
         if attempt is not None and not attempt.done():
             attempt.set_result(None)
+        if self.failed() and self.on_failed is not None:
+            self.on_failed(error)
 
     def _log_file(self) -> Path | None:
         return None if self.log_dir is None else self.log_dir / "model_log.log"
