@@ -129,7 +129,8 @@ def digit_samples(example_store: Path) -> list[tuple[bytes, int]]:
 
 
 @pytest.fixture(scope="session")
-def server(example_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def server(example_store: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """One server with the digits model (two versions) and the toy model."""
     tmp = tmp_path_factory.mktemp("server")
     store = example_store
@@ -142,6 +143,7 @@ def server(example_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     }
     config = {"max_request_size": 200000, "job_queue_size": 500,
               "models": json.dumps(models)}
-    running = start_server(tmp, store, ["digits=digits.mar", "digits=digits-2.0/digits.mar", "toy=toy-1.0/toy.mar"], config)
+    archives = ["digits=digits.mar", "digits=digits-2.0/digits.mar", "toy=toy-1.0/toy.mar"]
+    running = start_server(tmp, store, archives, config)
     yield running
     stop_server(running)

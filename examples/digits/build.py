@@ -39,7 +39,7 @@ def train(x: np.ndarray, y: np.ndarray) -> DigitsMLP:
 
 def write_samples(x: np.ndarray, y: np.ndarray, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    for i, (pixels, label) in enumerate(zip(x, y)):
+    for i, (pixels, label) in enumerate(zip(x, y, strict=True)):
         image = Image.fromarray((pixels.reshape(8, 8) * 255).round().astype(np.uint8), "L")
         image.save(out / f"{i:03d}_label{label}.png")
 

@@ -32,7 +32,7 @@ class DigitsHandler(BaseHandler):
         probs = torch.softmax(data, dim=1)
         top = torch.topk(probs, self.topk, dim=1)
         results = []
-        for values, indices in zip(top.values.tolist(), top.indices.tolist()):
+        for values, indices in zip(top.values.tolist(), top.indices.tolist(), strict=True):
             names = [self.mapping.get(str(i), str(i)) if self.mapping else str(i) for i in indices]
-            results.append(dict(zip(names, values)))
+            results.append(dict(zip(names, values, strict=True)))
         return results
