@@ -59,6 +59,7 @@ def wait_for_ping(url: str, proc: subprocess.Popen[bytes], want: int, deadline_s
 
 def start_server(tmp: Path, store: Path, models: list[str], config: dict[str, object],
                  want_ping: int = 200) -> RunningServer:
+    tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     props = {
         "inference_address": f"http://127.0.0.1:{port}",

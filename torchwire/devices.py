@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator, Sequence
 
-from torchwire.errors import ConfigError
+from torchwire.errors import BadRequest
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class GpuAllocator:
 
     def uses_gpu(self, device_type: str | None) -> bool:
         if device_type == "gpu" and self.count == 0:
-            raise ConfigError("deviceType is gpu but no GPU is visible to the server")
+            raise BadRequest("the model asks for deviceType gpu but the server sees no GPU")
         return device_type != "cpu" and self.count > 0
 
     def pick(self, allowed: Sequence[int] | None) -> int:

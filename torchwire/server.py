@@ -123,6 +123,10 @@ class Server:
             self.registry.startup_failures[spec.name or spec.url] = exc.message
             log.error("cannot load %s: %s", spec.url, exc.message)
             return
+        except Exception as exc:  # noqa: BLE001 - one bad archive must not stop the server
+            self.registry.startup_failures[spec.name or spec.url] = repr(exc)
+            log.exception("cannot load %s", spec.url)
+            return
         await model.start()
         if model.load_error:
             log.error("model %s failed to load: %s", model.name, model.load_error)
