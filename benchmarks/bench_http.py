@@ -77,6 +77,7 @@ class ModelReport:
     shutdown_s: float = float("nan")
     ceiling: dict[int, dict[str, float]] = field(default_factory=dict)
     sample_answer: str = ""
+    workers_seen: int = 0  # worker processes found under the server
     notes: list[str] = field(default_factory=list)
 
 
@@ -134,7 +135,7 @@ def prepare_cases(names: list[str], store: Path, requests: int | None,
             if not samples:
                 raise RuntimeError(f"examples/digits/build.py wrote no PNG samples in {store}")
             case = ModelCase("digits", store / "digits.mar", samples[0].read_bytes(),
-                             "image/png", samples[0], requests or 2000, 200)
+                             "image/png", samples[0], requests or 1500, 200)
         elif name == "resnet18":
             if not (EXAMPLES / "resnet18" / "build.py").exists():
                 notes.append("resnet18 skipped: examples/resnet18/build.py does not exist")
@@ -403,9 +404,13 @@ def bench_model(case: ModelCase, tmp: Path, store: Path, args: argparse.Namespac
                 report.notes.append(f"{case.name} c={c}: statuses {result.statuses}, "
                                     f"failures {result.failures}: {samples[:400]}")
             if result.timed_out:
-                report.notes.append(f"{case.name} c={c}: stopped by the {args.max_seconds:g} s "
-                                    f"cap after {result.sent} of {case.requests} requests")
+                report.notes.append(f"{case.name} c={c}: the {args.max_seconds:g} s cap stopped "
+                                    f"it after {result.sent} of {case.requests} requests")
         server.note_workers()
+        report.workers_seen = len(server.workers)
+        if report.workers_seen != workers:
+            report.notes.append(f"{case.name}: asked for {workers} worker(s), found "
+                                f"{report.workers_seen} worker process(es) under the server")
         if server.proc is not None and server.proc.poll() is not None:
             report.notes.append(f"{case.name}: the server exited during the run "
                                 f"(code {server.proc.returncode})")
@@ -450,14 +455,18 @@ def print_report(reports: list[ModelReport], args: argparse.Namespace,
         one = rep.ceiling.get(1)
         if c1 is not None and one is not None:
             overhead = c1.load.p50_ms - one["batch_p50_ms"]
+            waiting = (f"; includes up to max_batch_delay={args.max_batch_delay} ms of "
+                       f"waiting for a batch to fill" if args.batch_size > 1 else "")
             print(f"{name}: server overhead p50 at c=1: {overhead:.2f} ms "
                   f"(server p50 {c1.load.p50_ms:.2f} ms - ceiling batch-of-1 p50 "
-                  f"{one['batch_p50_ms']:.3f} ms; includes up to max_batch_delay="
-                  f"{args.max_batch_delay} ms of batch waiting)")
+                  f"{one['batch_p50_ms']:.3f} ms{waiting})")
         print(f"{name}: startup {fmt(rep.startup_s, 2)} s (process start to first 200 /ping); "
-              f"stop {fmt(rep.shutdown_s, 2)} s")
-        ceil = ", ".join(f"bs {bs}: {fmt(r['items_per_s'])} items/s, p50 "
-                         f"{fmt(r['batch_p50_ms'], 3)} ms/batch"
+              f"stop {fmt(rep.shutdown_s, 2)} s (SIGTERM to exit); "
+              f"{rep.workers_seen} worker process(es)")
+        ceil = "; ".join(f"bs {bs}: {fmt(r['items_per_s'])} items/s at the median batch "
+                         f"time ({fmt(r['loop_items_per_s'])} over the whole loop), p50 "
+                         f"{fmt(r['batch_p50_ms'], 3)} ms/batch, p99 "
+                         f"{fmt(r['batch_p99_ms'], 3)} ms/batch"
                          for bs, r in sorted(rep.ceiling.items()))
         threads = next(iter(rep.ceiling.values()))["threads"] if rep.ceiling else "?"
         print(f"{name}: ceiling ({threads} torch thread(s)"
@@ -475,7 +484,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--models", default="digits,resnet18",
                     help="comma-separated: digits, resnet18 (default: both)")
     ap.add_argument("--requests", type=int, default=None,
-                    help="requests per concurrency level (default: digits 2000, resnet18 300)")
+                    help="requests per concurrency level (default: digits 1500, resnet18 300)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-batch-delay", type=int, default=5, help="milliseconds")
     ap.add_argument("--workers", type=int, default=1, help="workers per model")

@@ -2,10 +2,10 @@
 
 ``concurrency`` keep-alive connections each send one POST, wait for the whole
 response, and send the next, until ``total`` requests have been sent or
-``max_seconds`` have passed (then whatever is still in flight is abandoned and
-counted as unfinished). Responses are parsed just enough to know where each one
-ends: status line, ``Content-Length``, ``Transfer-Encoding: chunked``, or the
-connection closing.
+``max_seconds`` have passed (requests still in flight then get ``grace`` seconds
+to be answered; after that they are abandoned and counted as failures).
+Responses are parsed just enough to know where each one ends: status line,
+``Content-Length``, ``Transfer-Encoding: chunked``, or the connection closing.
 
     python benchmarks/loadgen.py http://127.0.0.1:8080/predictions/digits \\
         --file sample.png --content-type image/png -c 16 -n 2000
@@ -37,7 +37,7 @@ class LoadResult:
     sent: int  # requests written
     completed: int  # full responses received (any status)
     non_2xx: int  # completed with a status outside 200-299
-    failures: int  # connection errors, protocol errors, unfinished at the time cap
+    failures: int  # connection errors, protocol errors, unanswered after the grace period
     elapsed_s: float  # first request written to last response received
     rps: float  # completed / elapsed_s
     p50_ms: float
@@ -47,7 +47,7 @@ class LoadResult:
     max_ms: float
     statuses: dict[int, int] = field(default_factory=dict)
     error_samples: dict[str, str] = field(default_factory=dict)  # status/error -> first body
-    timed_out: bool = False  # the wall-time cap ended the run
+    timed_out: bool = False  # the wall-time cap ended the run before ``total`` were sent
     latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     @property
@@ -267,7 +267,7 @@ class _Run:
         self.first_sent = 0.0
         self.last_done = 0.0
         self.open = concurrency
-        self.aborted = False  # the time cap passed: in-flight requests were dropped
+        self.aborted = False  # the grace period passed: in-flight requests were dropped
         self.finished = asyncio.get_running_loop().create_future()
 
     def take(self) -> bool:
@@ -351,7 +351,7 @@ class _Client(asyncio.Protocol):
                 status, body, _ = response
                 self.run.record(status, body, time.perf_counter() - self.started)
             elif self.run.aborted:
-                self.run.fail("unfinished at the time cap")
+                self.run.fail("unanswered after the grace period")
             else:
                 self.run.fail(f"connection lost mid-request: {exc or 'closed by server'}")
             self.waiting = False
@@ -420,8 +420,13 @@ async def run_load(
     concurrency: int,
     total: int,
     max_seconds: float,
+    grace: float = 10.0,
 ) -> LoadResult:
-    """Send ``total`` POSTs over ``concurrency`` keep-alive connections, closed loop."""
+    """Send ``total`` POSTs over ``concurrency`` keep-alive connections, closed loop.
+
+    No request is sent after ``max_seconds``; those still in flight then get ``grace``
+    more seconds to be answered before they are abandoned (and counted as failures).
+    """
     concurrency = max(1, min(concurrency, total)) if total > 0 else 1
     start = time.perf_counter()
     run = _Run(build_request(host, port, path, body, content_type), total,
@@ -431,9 +436,8 @@ async def run_load(
         for conn in conns:
             asyncio.get_running_loop().create_task(conn.connect())
         timed_out = False
-        # A little past the cap, in-flight requests are abandoned.
         try:
-            await asyncio.wait_for(asyncio.shield(run.finished), max_seconds + 0.05)
+            await asyncio.wait_for(asyncio.shield(run.finished), max_seconds + grace)
         except TimeoutError:
             timed_out = True
             run.aborted = True
@@ -449,7 +453,7 @@ async def run_load(
     unfinished = run.sent - run.completed - run.failures
     if unfinished > 0:
         run.failures += unfinished
-        run.samples.setdefault("unfinished at the time cap", "")
+        run.samples.setdefault("unanswered after the grace period", "")
     elapsed = (run.last_done - run.first_sent) if run.completed else 0.0
     lat_ms = sorted(x * 1000 for x in run.latencies)
     return LoadResult(
@@ -467,15 +471,17 @@ async def run_load(
         max_ms=lat_ms[-1] if lat_ms else float("nan"),
         statuses=dict(sorted(run.statuses.items())),
         error_samples=run.samples,
-        timed_out=timed_out or run.sent < total,
+        timed_out=timed_out or run.sent < total,  # the cap (or a dead server) cut it short
         latencies_ms=lat_ms,
     )
 
 
 def run_sync(host: str, port: int, path: str, body: bytes, content_type: str,
-             concurrency: int, total: int, max_seconds: float) -> LoadResult:
+             concurrency: int, total: int, max_seconds: float,
+             grace: float = 10.0) -> LoadResult:
     """``run_load`` on a fresh event loop (uvloop when importable)."""
-    coro = run_load(host, port, path, body, content_type, concurrency, total, max_seconds)
+    coro = run_load(host, port, path, body, content_type, concurrency, total, max_seconds,
+                    grace)
     try:
         import uvloop
     except ImportError:
@@ -500,7 +506,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--content-type", default="application/octet-stream")
     ap.add_argument("-c", "--concurrency", type=int, default=1)
     ap.add_argument("-n", "--requests", type=int, default=1000, help="total requests")
-    ap.add_argument("-t", "--max-seconds", type=float, default=30.0, help="wall-time cap")
+    ap.add_argument("-t", "--max-seconds", type=float, default=30.0,
+                    help="send no request after this many seconds")
+    ap.add_argument("--grace", type=float, default=10.0,
+                    help="then wait this long for answers still in flight")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args(argv)
     url = urlsplit(args.url)
@@ -511,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         path += "?" + url.query
     body = args.file.read_bytes() if args.file else args.data.encode()
     result = run_sync(url.hostname, url.port or 80, path, body, args.content_type,
-                      args.concurrency, args.requests, args.max_seconds)
+                      args.concurrency, args.requests, args.max_seconds, args.grace)
     if args.json:
         print(json.dumps(result.summary(), indent=2))
     else:
