@@ -504,6 +504,7 @@ class Settings:
     install_py_dep_per_model: bool = False
     private_key_file: Path | None = None
     certificate_file: Path | None = None
+    torch_threads: int | None = None  # per worker; None: cores // workers (OMP_NUM_THREADS sets it)
     unknown: dict[str, str] = field(default_factory=dict)  # unrecognised file keys
 
     @property
@@ -546,6 +547,7 @@ _CONVERTERS: dict[str, Converter] = {
     "install_py_dep_per_model": _to_bool,
     "private_key_file": _optional(_to_path),
     "certificate_file": _optional(_to_path),
+    "torch_threads": _optional(_int_at_least(1)),
 }
 
 SETTING_KEYS: tuple[str, ...] = tuple(_CONVERTERS)
@@ -635,6 +637,9 @@ def _env_layer(environ: Mapping[str, str]) -> Layer:
             if value is not None and value.strip():
                 layer[key] = (value, f"environment variable {name}")
                 break
+    omp = environ.get("OMP_NUM_THREADS", "").strip()
+    if "torch_threads" not in layer and omp:
+        layer["torch_threads"] = (omp, "environment variable OMP_NUM_THREADS")
     return layer
 
 

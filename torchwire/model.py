@@ -60,7 +60,9 @@ class ModelVersion:
         log_dir: Path | None = None,
         loaded_at_startup: bool = False,
         observer: BatchObserver | None = None,
+        torch_threads: int | None = None,
     ) -> None:
+        self.torch_threads = torch_threads
         self.manifest = manifest
         self.name = manifest.model_name
         self.version = manifest.model_version
@@ -158,6 +160,8 @@ class ModelVersion:
 
     # -- workers ---------------------------------------------------------------
     def _threads(self) -> int:
+        if self.torch_threads is not None:
+            return self.torch_threads
         cores = os.cpu_count() or 1
         return max(1, cores // max(1, self.pool.wanted))
 

@@ -83,6 +83,7 @@ class ModelStore:
             manifest, model_dir, yaml_config, config, self.gpus,
             model_url=spec.url, log_dir=self.settings.log_location,
             loaded_at_startup=loaded_at_startup, observer=self.observer,
+            torch_threads=self.settings.torch_threads,
         )
 
     def serving_config(self, manifest: Manifest, yaml_config: dict[str, Any],
