@@ -158,12 +158,8 @@ def test_torchserve_made_archive_serves(tmp_path: Path) -> None:
     src.mkdir()
     (src / "model.py").write_text((ROOT / "examples/digits/model.py").read_text())
     (src / "handler.py").write_text((ROOT / "examples/digits/handler.py").read_text())
-    import torch
-
-    sys.path.insert(0, str(src))
-    from model import DigitsMLP  # type: ignore[import-not-found]
-
-    torch.save(DigitsMLP().state_dict(), src / "w.pt")
+    save_weights = "import torch, model; torch.save(model.DigitsMLP().state_dict(), 'w.pt')"
+    subprocess.run([sys.executable, "-c", save_weights], cwd=src, check=True)
     store = tmp_path / "store"
     store.mkdir()
     subprocess.run([str(tma), "--model-name", "tsdigits", "--version", "3.1", "--model-file",
