@@ -15,7 +15,8 @@ from typing import Any
 from torchwire.archive import Manifest
 from torchwire.batching import Batcher, Job
 from torchwire.devices import GpuAllocator
-from torchwire.errors import RequestTimeout, ServiceUnavailable
+from torchwire.errors import DependencyInstallError, RequestTimeout, ServiceUnavailable
+from torchwire.requirements import ModelRequirements
 from torchwire.workers.pool import WorkerPool
 from torchwire.workers.process import WorkerHooks, WorkerProcess
 from torchwire.workers.protocol import BatchDone, Item, Outcome, WorkerSpec
@@ -60,6 +61,7 @@ class ModelVersion:
         log_dir: Path | None = None,
         loaded_at_startup: bool = False,
         observer: BatchObserver | None = None,
+        requirements: ModelRequirements | None = None,
     ) -> None:
         self.manifest = manifest
         self.name = manifest.model_name
@@ -74,6 +76,9 @@ class ModelVersion:
         self.observer = observer
         self.unloading = False
         self.created = time.time()
+        self.requirements = requirements
+        self._requirements_ready = requirements is None
+        self._requirements_lock = asyncio.Lock()
         self.batcher = Batcher(config.batch_size, config.max_batch_delay, config.job_queue_size)
         hooks = WorkerHooks(self.batcher.slot_free, self.batcher.requeue, self._batch_done)
         self.pool = WorkerPool(
@@ -92,8 +97,24 @@ class ModelVersion:
             min_workers=workers,
             max_workers=max(workers, max_workers or self.config.max_workers),
         )
+        if workers > 0 and not await self._install_requirements():
+            return
         await self.pool.scale(workers)
         await self.pool.wait_started()
+
+    async def _install_requirements(self) -> bool:
+        """Install requirements.txt before the first worker starts; False if pip failed."""
+        async with self._requirements_lock:
+            if self._requirements_ready or self.requirements is None:
+                return True
+            try:
+                await self.requirements.install(self.config.startup_timeout)
+            except DependencyInstallError as exc:
+                self.pool.events.load_error = exc.message
+                self._load_failed(exc.message)
+                return False
+            self._requirements_ready = True
+            return True
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
         self.unloading = True
@@ -174,7 +195,11 @@ class ModelVersion:
             gpu_id=gpu_id,
             threads=self._threads(),
             model_yaml_config=self.yaml_config,
+            extra_sys_path=self._sys_path(),
         )
+
+    def _sys_path(self) -> tuple[str, ...]:
+        return () if self.requirements is None else (str(self.requirements.site_packages),)
 
     def workers(self) -> list[WorkerProcess]:
         return list(self.pool.workers.values())
