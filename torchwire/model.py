@@ -79,6 +79,7 @@ class ModelVersion:
         self.requirements = requirements
         self._requirements_ready = requirements is None
         self._requirements_lock = asyncio.Lock()
+        self.installing = False  # pip is installing requirements.txt; requests queue meanwhile
         self.batcher = Batcher(config.batch_size, config.max_batch_delay, config.job_queue_size)
         hooks = WorkerHooks(self.batcher.slot_free, self.batcher.requeue, self._batch_done)
         self.pool = WorkerPool(
@@ -107,12 +108,15 @@ class ModelVersion:
         async with self._requirements_lock:
             if self._requirements_ready or self.requirements is None:
                 return True
+            self.installing = True
             try:
                 await self.requirements.install(self.config.startup_timeout)
             except DependencyInstallError as exc:
                 self.pool.events.load_error = exc.message
                 self._load_failed(exc.message)
                 return False
+            finally:
+                self.installing = False
             self._requirements_ready = True
             return True
 
@@ -162,7 +166,7 @@ class ModelVersion:
             )
         if state is ModelState.UNLOADING:
             raise ServiceUnavailable(f"model {self.name} version {self.version} is unloading")
-        if self.pool.wanted == 0:
+        if self.pool.wanted == 0 and not self.installing:
             raise ServiceUnavailable(
                 f"model {self.name} version {self.version} has no workers; scale it up with "
                 f"PUT /models/{self.name}?min_worker=1 on the management API"

@@ -120,6 +120,8 @@ def torchserve_flavour(module: str, name: str, as_module: str) -> type:
     """
     base = getattr(importlib.import_module(module), name)
     layer = VisionHandler if issubclass(base, _VisionHandler) else BaseHandler
+    if issubclass(layer, base):  # torchwire's BaseHandler or VisionHandler itself
+        return layer
     return type(name, (base, layer), {"__module__": as_module, "__doc__": base.__doc__})
 
 
