@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -91,6 +91,30 @@ def stop_server(server: RunningServer) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(server.proc.pid, 9)
         server.proc.wait()
+
+
+def torch_model_archiver(args: list[str], scratch: Path) -> subprocess.CompletedProcess[str]:
+    """Run TorchServe's own torch-model-archiver (a test dependency) with ``args``.
+
+    It stages the files in ``$TMPDIR/<model-name>``, so each call gets its own TMPDIR.
+    """
+    tool = Path(sys.executable).parent / "torch-model-archiver"
+    if not tool.exists():
+        pytest.skip("torch-model-archiver is not installed next to the interpreter")
+    scratch.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    return subprocess.run([str(tool), *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def wait_until(check: Callable[[], bool], deadline_s: float, what: str) -> None:
+    """Poll ``check`` until it is true; TimeoutError naming ``what`` after ``deadline_s``."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{what} did not happen within {deadline_s} s")
 
 
 def toy_archive(store: Path, name: str, version: str = "1.0",

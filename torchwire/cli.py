@@ -1,4 +1,4 @@
-"""The ``torchwire`` command: start, stop (and TorchServe's ``--start``/``--stop``)."""
+"""The ``torchwire`` command: start, stop, archive (and TorchServe's ``--start``/``--stop``)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from torchwire.archive.cli import add_archive_flags, run_archive
 from torchwire.config import Settings, load_settings
 from torchwire.errors import ConfigError
 from torchwire.store import ModelSpec, parse_model_arg
@@ -56,6 +57,8 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     add_start_flags(sub.add_parser("start", help="start the server"))
     sub.add_parser("stop", help="stop the server started by 'torchwire start'")
+    add_archive_flags(sub.add_parser(
+        "archive", help="make a model archive (torch-model-archiver's flags), or --inspect one"))
     return p
 
 
@@ -183,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             return start_background(argv, args)
         if args.command == "stop":
             return stop()
+        if args.command == "archive":
+            return run_archive(args)
     except ConfigError as exc:
         print(f"torchwire: {exc}", file=sys.stderr)
         return 2

@@ -88,6 +88,10 @@ class HandlerError(InternalError):
     type_name = "PredictionException"
 
 
+class DependencyInstallError(InternalError):
+    """pip could not install a model's requirements.txt."""
+
+
 class ServiceUnavailable(ServeError):
     status = 503
     type_name = "ServiceUnavailableException"

@@ -15,7 +15,8 @@ from typing import Any
 from torchwire.archive import Manifest
 from torchwire.batching import Batcher, Job
 from torchwire.devices import GpuAllocator
-from torchwire.errors import RequestTimeout, ServiceUnavailable
+from torchwire.errors import DependencyInstallError, RequestTimeout, ServiceUnavailable
+from torchwire.requirements import ModelRequirements
 from torchwire.workers.pool import WorkerPool
 from torchwire.workers.process import WorkerHooks, WorkerProcess
 from torchwire.workers.protocol import BatchDone, Item, Outcome, WorkerSpec
@@ -61,6 +62,7 @@ class ModelVersion:
         loaded_at_startup: bool = False,
         observer: BatchObserver | None = None,
         torch_threads: int | None = None,
+        requirements: ModelRequirements | None = None,
     ) -> None:
         self.torch_threads = torch_threads
         self.manifest = manifest
@@ -76,6 +78,10 @@ class ModelVersion:
         self.observer = observer
         self.unloading = False
         self.created = time.time()
+        self.requirements = requirements
+        self._requirements_ready = requirements is None
+        self._requirements_lock = asyncio.Lock()
+        self.installing = False  # pip is installing requirements.txt; requests queue meanwhile
         self.batcher = Batcher(config.batch_size, config.max_batch_delay, config.job_queue_size)
         hooks = WorkerHooks(self.batcher.slot_free, self.batcher.requeue, self._batch_done)
         self.pool = WorkerPool(
@@ -94,8 +100,27 @@ class ModelVersion:
             min_workers=workers,
             max_workers=max(workers, max_workers or self.config.max_workers),
         )
+        if workers > 0 and not await self._install_requirements():
+            return
         await self.pool.scale(workers)
         await self.pool.wait_started()
+
+    async def _install_requirements(self) -> bool:
+        """Install requirements.txt before the first worker starts; False if pip failed."""
+        async with self._requirements_lock:
+            if self._requirements_ready or self.requirements is None:
+                return True
+            self.installing = True
+            try:
+                await self.requirements.install(self.config.startup_timeout)
+            except DependencyInstallError as exc:
+                self.pool.events.load_error = exc.message
+                self._load_failed(exc.message)
+                return False
+            finally:
+                self.installing = False
+            self._requirements_ready = True
+            return True
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
         self.unloading = True
@@ -127,13 +152,14 @@ class ModelVersion:
         loop = asyncio.get_running_loop()
         job = Job(item, loop.create_future(), loop.time(), explain)
         self.batcher.submit(job)
+        # The worker times the compute (response_timeout from dispatch); this outer bound
+        # only guarantees that a request stuck in the queue still gets an answer.
+        limit = self.config.response_timeout + self.config.startup_timeout
         try:
-            async with asyncio.timeout(self.config.response_timeout):
+            async with asyncio.timeout(limit):
                 return await job.future
         except TimeoutError:
-            raise RequestTimeout(
-                f"no answer within response_timeout ({self.config.response_timeout:g} s)"
-            ) from None
+            raise RequestTimeout(f"no worker answered within {limit:g} s") from None
 
     def _check_servable(self) -> None:
         state = self.state
@@ -143,7 +169,7 @@ class ModelVersion:
             )
         if state is ModelState.UNLOADING:
             raise ServiceUnavailable(f"model {self.name} version {self.version} is unloading")
-        if self.pool.wanted == 0:
+        if self.pool.wanted == 0 and not self.installing:
             raise ServiceUnavailable(
                 f"model {self.name} version {self.version} has no workers; scale it up with "
                 f"PUT /models/{self.name}?min_worker=1 on the management API"
@@ -178,7 +204,11 @@ class ModelVersion:
             gpu_id=gpu_id,
             threads=self._threads(),
             model_yaml_config=self.yaml_config,
+            extra_sys_path=self._sys_path(),
         )
+
+    def _sys_path(self) -> tuple[str, ...]:
+        return () if self.requirements is None else (str(self.requirements.site_packages),)
 
     def workers(self) -> list[WorkerProcess]:
         return list(self.pool.workers.values())

@@ -20,6 +20,7 @@ from torchwire.config import ModelSettings, Settings, model_settings_from_mappin
 from torchwire.devices import GpuAllocator
 from torchwire.errors import BadRequest, ModelNotFound
 from torchwire.model import BatchObserver, ModelVersion, ServingConfig
+from torchwire.requirements import ModelRequirements, model_requirements
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,18 @@ class ModelStore:
             model_url=spec.url, log_dir=self.settings.log_location,
             loaded_at_startup=loaded_at_startup, observer=self.observer,
             torch_threads=self.settings.torch_threads,
+            requirements=self.requirements(manifest, model_dir),
         )
+
+    def requirements(self, manifest: Manifest, model_dir: Path) -> ModelRequirements | None:
+        """The archive's requirements.txt to install, when install_py_dep_per_model is on."""
+        if manifest.requirements_file is None:
+            return None
+        if not self.settings.install_py_dep_per_model:
+            log.info("%s: not installing %s (install_py_dep_per_model is off)",
+                     manifest.model_name, manifest.requirements_file)
+            return None
+        return model_requirements(model_dir, manifest, self.work_dir / "envs")
 
     def serving_config(self, manifest: Manifest, yaml_config: dict[str, Any],
                        overrides: ModelSettings) -> ServingConfig:

@@ -98,12 +98,27 @@ def test_failed_load_and_unsafe_archive_make_ping_unhealthy(
         stop_server(server)
 
 
-async def _flood(url: str, n: int) -> list[int]:
+async def _flood(url: str, n: int, release: Path) -> tuple[list[int], list[int]]:
+    """Send ``n`` requests to a worker that blocks until ``release`` exists.
+
+    Returns the statuses answered while the worker was blocked, then the rest.
+    """
     limits = httpx.Limits(max_connections=n)
+    body = f"block:{release}".encode()
     async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as c:
-        rs = await asyncio.gather(*(c.post("/predictions/slow", content=b"sleep:1")
-                                    for _ in range(n)))
-    return [r.status_code for r in rs]
+        tasks = [asyncio.ensure_future(c.post("/predictions/slow", content=body))
+                 for _ in range(n)]
+        # 1 batch computing + 1 waiting in the worker + job_queue_size 2 queued = 4 accepted.
+        early: list[int] = []
+        pending = set(tasks)
+        while len(early) < n - 4 and pending:
+            done, pending = await asyncio.wait(pending, timeout=30,
+                                               return_when=asyncio.FIRST_COMPLETED)
+            assert done, "no answer within 30 s while the worker was blocked"
+            early += [t.result().status_code for t in done]
+        release.touch()
+        late = [(await t).status_code for t in pending]
+    return early, late
 
 
 def test_full_queue_is_503_and_every_request_is_answered(tmp_path: Path) -> None:
@@ -113,12 +128,11 @@ def test_full_queue_is_503_and_every_request_is_answered(tmp_path: Path) -> None
     config = {"job_queue_size": 2, "models": '{"slow": {"1.0": {"batchSize": 1}}}'}
     server = start_server(tmp_path, store, ["slow=slow-1.0/slow.mar"], config)
     try:
-        statuses = asyncio.run(_flood(server.url, 8))
+        early, late = asyncio.run(_flood(server.url, 8, tmp_path / "release"))
     finally:
         stop_server(server)
-    assert len(statuses) == 8
-    assert set(statuses) == {200, 503}
-    assert 3 <= statuses.count(200) <= 5
+    assert early == [503] * 4
+    assert late == [200] * 4
 
 
 def test_background_start_and_stop_with_models_all(tmp_path: Path) -> None:

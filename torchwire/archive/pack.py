@@ -13,8 +13,10 @@ import stat
 import tarfile
 import time
 import zipfile
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import IO
 
 from torchwire import __version__
 from torchwire.archive.manifest import MANIFEST_PATH, Manifest, model_name_problem
@@ -31,8 +33,15 @@ FORMATS: dict[str, str] = {
     "no-archive": "",
 }
 CREATED_ON_FORMAT = "%d/%m/%Y %H:%M:%S"
+COPY_CHUNK = 1024 * 1024
 
 Sources = list[tuple[str, Path]]
+Progress = Callable[[int], None]
+"""Called with the number of source bytes just written (for a progress display)."""
+
+
+def _no_progress(done: int) -> None:
+    return None
 
 
 def archive_path(model_name: str, export_path: Path, fmt: str = "default") -> Path:
@@ -49,11 +58,14 @@ def write_archive(
     export_path: Path,
     fmt: str = "default",
     force: bool = False,
+    progress: Progress | None = None,
 ) -> Path:
     """Write ``files`` (name inside the archive -> source file) and the manifest.
 
     Returns the written ``.mar``, ``.tar.gz`` or directory. The output is built under a
-    temporary name in ``export_path`` and renamed into place when complete.
+    temporary name in ``export_path`` and renamed into place when complete. Files are
+    copied in chunks of :data:`COPY_CHUNK` bytes (memory stays flat however large the
+    weights are); ``progress`` is called after each chunk with its size.
     """
     _check_manifest(manifest, files)
     out = archive_path(manifest.model_name, export_path, fmt)
@@ -64,7 +76,7 @@ def write_archive(
     export_path.mkdir(parents=True, exist_ok=True)
     tmp = export_path / f".{manifest.model_name}.{secrets.token_hex(6)}.tmp"
     try:
-        _write(fmt, tmp, manifest.model_name, sources, data)
+        _write(fmt, tmp, manifest.model_name, sources, data, progress or _no_progress)
         _install(tmp, out)
     except BaseException:
         _remove(tmp)
@@ -126,22 +138,40 @@ def _check_files(files: dict[str, Path]) -> Sources:
     return sorted(sources.items())
 
 
-def _write(fmt: str, tmp: Path, model_name: str, sources: Sources, manifest: bytes) -> None:
+def total_size(files: dict[str, Path]) -> int:
+    """The bytes :func:`write_archive` will copy for ``files`` (what ``progress`` adds up to)."""
+    return sum(src.stat().st_size for src in files.values())
+
+
+def _copy(src: IO[bytes], dst: IO[bytes], progress: Progress) -> None:
+    while chunk := src.read(COPY_CHUNK):
+        dst.write(chunk)
+        progress(len(chunk))
+
+
+def _write(
+    fmt: str, tmp: Path, model_name: str, sources: Sources, manifest: bytes, progress: Progress
+) -> None:
     match fmt:
         case "default":
-            _write_zip(tmp, sources, manifest, zipfile.ZIP_DEFLATED)
+            _write_zip(tmp, sources, manifest, zipfile.ZIP_DEFLATED, progress)
         case "zip-store":
-            _write_zip(tmp, sources, manifest, zipfile.ZIP_STORED)
+            _write_zip(tmp, sources, manifest, zipfile.ZIP_STORED, progress)
         case "tgz":
-            _write_tgz(tmp, model_name, sources, manifest)
+            _write_tgz(tmp, model_name, sources, manifest, progress)
         case _:
-            _write_dir(tmp, sources, manifest)
+            _write_dir(tmp, sources, manifest, progress)
 
 
-def _write_zip(tmp: Path, sources: Sources, manifest: bytes, compression: int) -> None:
+def _write_zip(
+    tmp: Path, sources: Sources, manifest: bytes, compression: int, progress: Progress
+) -> None:
     with zipfile.ZipFile(tmp, "x", compression=compression, strict_timestamps=False) as zf:
         for arcname, src in sources:
-            zf.write(src, arcname)
+            info = zipfile.ZipInfo.from_file(src, arcname, strict_timestamps=False)
+            info.compress_type = compression
+            with src.open("rb") as fh, zf.open(info, "w") as out:
+                _copy(fh, out, progress)
         info = zipfile.ZipInfo(MANIFEST_PATH, time.localtime()[:6])
         info.compress_type = compression
         info.external_attr = (stat.S_IFREG | 0o644) << 16
@@ -154,10 +184,27 @@ def _anonymous(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-def _write_tgz(tmp: Path, model_name: str, sources: Sources, manifest: bytes) -> None:
+class _Counting:
+    """A read-only file wrapper that reports how much has been read."""
+
+    def __init__(self, fh: IO[bytes], progress: Progress) -> None:
+        self._fh = fh
+        self._progress = progress
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fh.read(size)
+        self._progress(len(data))
+        return data
+
+
+def _write_tgz(
+    tmp: Path, model_name: str, sources: Sources, manifest: bytes, progress: Progress
+) -> None:
     with tarfile.open(tmp, "x:gz", dereference=True) as tf:
         for arcname, src in sources:
-            tf.add(src, arcname=f"{model_name}/{arcname}", recursive=False, filter=_anonymous)
+            member = _anonymous(tf.gettarinfo(src, arcname=f"{model_name}/{arcname}"))
+            with src.open("rb") as fh:
+                tf.addfile(member, _Counting(fh, progress))
         info = tarfile.TarInfo(f"{model_name}/{MANIFEST_PATH}")
         info.size = len(manifest)
         info.mtime = int(time.time())
@@ -165,12 +212,14 @@ def _write_tgz(tmp: Path, model_name: str, sources: Sources, manifest: bytes) ->
         tf.addfile(info, io.BytesIO(manifest))
 
 
-def _write_dir(tmp: Path, sources: Sources, manifest: bytes) -> None:
+def _write_dir(tmp: Path, sources: Sources, manifest: bytes, progress: Progress) -> None:
     tmp.mkdir()
     for arcname, src in sources:
         target = tmp / arcname
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(src, target)
+        with src.open("rb") as fh, target.open("xb") as out:
+            _copy(fh, out, progress)
+        shutil.copymode(src, target)
     manifest_file = tmp / MANIFEST_PATH
     manifest_file.parent.mkdir(parents=True, exist_ok=True)
     manifest_file.write_bytes(manifest)

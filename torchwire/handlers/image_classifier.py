@@ -25,8 +25,8 @@ def label_of(mapping: dict[str, Any] | None, index: int) -> str:
     return str(index) if name is None else str(name)
 
 
-def _topk(config: dict[str, Any]) -> int:
-    value = config.get("topk", DEFAULT_TOPK)
+def _topk(config: dict[str, Any], default: int = DEFAULT_TOPK) -> int:
+    value = config.get("topk", default)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise HandlerError(f"model config handler.topk must be a positive int, not {value!r}")
     return value
@@ -39,7 +39,7 @@ class ImageClassifier(VisionHandler):
 
     def initialize(self, context: Context) -> None:
         super().initialize(context)
-        self.topk = _topk(handler_config(context))
+        self.topk = _topk(handler_config(context), self.topk)
 
     def set_max_result_classes(self, topk: int) -> None:
         """TorchServe's setter for the number of classes answered."""

@@ -34,6 +34,8 @@ DEFAULT_CROP = 224
 DEFAULT_MODE = "RGB"
 TRANSFORM_KEYS = ("resize", "crop", "mean", "std")
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+AUTO_MODE = "auto"  # grayscale images become "L", all others "RGB"
+GRAYSCALE_MODES = ("1", "L", "LA", "La", "I", "F", *SIXTEEN_BIT_MODES)
 WHITE = (255, 255, 255)
 
 Transform = Callable[[Image.Image], Any]
@@ -121,12 +123,15 @@ def decode_image(value: bytes | bytearray | str, mode: str = DEFAULT_MODE) -> Im
     """Decode one request's image: raw bytes of any Pillow format, or base64 text.
 
     EXIF orientation is applied; the result is in ``mode`` ("RGB" by default, "L" for
-    grayscale models). Raises :class:`InvalidInput` for any input that is not a
-    complete, decodable image within Pillow's ``MAX_IMAGE_PIXELS``.
+    grayscale models, "auto" for "L" when the image is grayscale and "RGB" otherwise).
+    Raises :class:`InvalidInput` for any input that is not a complete, decodable image
+    within Pillow's ``MAX_IMAGE_PIXELS``.
     """
     image = _open(input_bytes(value))
     try:
         image = ImageOps.exif_transpose(image) or image
+        if mode == AUTO_MODE:
+            mode = "L" if image.mode in GRAYSCALE_MODES else "RGB"
         return _convert(image, mode)
     except InvalidInput:
         raise
@@ -184,10 +189,12 @@ def build_transform(config: dict[str, Any]) -> Transform:
     return transforms.Compose(steps)
 
 
-def _mode(config: dict[str, Any]) -> str:
-    mode = config.get("mode", DEFAULT_MODE)
-    if not isinstance(mode, str) or mode not in Image.MODES:
-        raise HandlerError(f"model config handler.mode must be a Pillow mode, not {mode!r}")
+def _mode(config: dict[str, Any], default: str = DEFAULT_MODE) -> str:
+    mode = config.get("mode", default)
+    if not isinstance(mode, str) or (mode not in Image.MODES and mode != AUTO_MODE):
+        raise HandlerError(
+            f"model config handler.mode must be a Pillow mode or 'auto', not {mode!r}"
+        )
     return mode
 
 
@@ -213,7 +220,7 @@ class VisionHandler(BaseHandler):
     def initialize(self, context: Context) -> None:
         super().initialize(context)
         config = handler_config(context)
-        self.image_mode = _mode(config)
+        self.image_mode = _mode(config, self.image_mode)
         if self.image_processing is None or any(k in config for k in TRANSFORM_KEYS):
             self.image_processing = build_transform(config)
         if not context.system_properties.get("limit_max_image_pixels", True):

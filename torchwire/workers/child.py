@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import queue
+import site
 import socket
 import sys
 import threading
@@ -19,6 +20,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from torchwire.compat import enable_ts_compat
 from torchwire.errors import HandlerError, InvalidInput
 from torchwire.handlers.base import EXPLAIN_HEADER
 from torchwire.handlers.context import Context
@@ -121,10 +123,18 @@ def set_threads(threads: int) -> None:
         pass  # already set by an import in the handler
 
 
-def load(spec: WorkerSpec) -> Worker:
+def set_paths(spec: WorkerSpec) -> None:
+    """Model dir first, then its own dependencies (their .pth files read), then ``ts``."""
     for path in reversed((spec.model_dir, *spec.extra_sys_path)):
         if path not in sys.path:
             sys.path.insert(0, path)
+    for path in spec.extra_sys_path:
+        site.addsitedir(path)  # already on sys.path: only its .pth files are processed
+    enable_ts_compat()
+
+
+def load(spec: WorkerSpec) -> Worker:
+    set_paths(spec)
     set_threads(spec.threads)
     ctx = Context(
         spec.model_name,

@@ -6,6 +6,14 @@ import time
 from torchwire.errors import InvalidInput
 
 
+def _wait_for(path, limit=60.0):
+    """The model's own behaviour: stay busy until the test creates ``path``."""
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return os.path.exists(path)
+
+
 def _text(row):
     value = row.get("data", row.get("body"))
     return value.decode() if isinstance(value, (bytes, bytearray)) else str(value)
@@ -29,6 +37,8 @@ class ToyHandler:
         if text.startswith("sleep:"):
             time.sleep(float(text.split(":")[1]))
             return {"slept": True}
+        if text.startswith("block:"):
+            return self._block(text.split(":", 1)[1])
         if text == "crash":
             os._exit(3)
         if text == "boom":
@@ -36,3 +46,6 @@ class ToyHandler:
         if text == "bad":
             raise InvalidInput("toy cannot read 'bad'")
         return {"echo": text, "batch": batch}
+
+    def _block(self, path):
+        return {"released": _wait_for(path)}

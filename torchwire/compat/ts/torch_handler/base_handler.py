@@ -1,0 +1,5 @@
+"""``ts.torch_handler.base_handler``."""
+
+from torchwire.compat.handlers import BaseHandler
+
+__all__ = ["BaseHandler"]

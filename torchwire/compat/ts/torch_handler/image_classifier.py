@@ -1,0 +1,5 @@
+"""``ts.torch_handler.image_classifier``."""
+
+from torchwire.compat.handlers import ImageClassifier
+
+__all__ = ["ImageClassifier"]
