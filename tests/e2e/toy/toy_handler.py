@@ -18,6 +18,8 @@ class ToyHandler:
             raise RuntimeError("toy model refuses to load")
 
     def handle(self, data, context):
+        if context.get_request_header(0, "describe") == "True":
+            return [self.describe_handle()]
         texts = [_text(row) for row in data]
         if "wrong-count" in texts:
             return []
@@ -28,7 +30,9 @@ class ToyHandler:
             return {"pid": os.getpid(), "gpu_id": self.context.system_properties["gpu_id"]}
         if text.startswith("sleep:"):
             time.sleep(float(text.split(":")[1]))
-            return {"slept": True}
+            return {"slept": True, "pid": os.getpid()}
+        if text.startswith("metric:"):
+            return self._record(float(text.split(":")[1]))
         if text == "crash":
             os._exit(3)
         if text == "boom":
@@ -36,3 +40,14 @@ class ToyHandler:
         if text == "bad":
             raise InvalidInput("toy cannot read 'bad'")
         return {"echo": text, "batch": batch}
+
+    def _record(self, value):
+        metrics = self.context.metrics
+        metrics.add_counter("toy_calls", 1)
+        metrics.add_time("toy_last_ms", value)
+        sizes = metrics.add_metric_to_cache("toy_size", "count", ["kind"], "histogram")
+        sizes.add_or_update(value, ["demo"])
+        return {"recorded": value}
+
+    def describe_handle(self):
+        return {"toy": "metadata"}
