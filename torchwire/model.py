@@ -95,7 +95,8 @@ class ModelVersion:
             self.config = replace(
                 self.config,
                 min_workers=workers,
-                max_workers=max(workers, max_workers or self.config.max_workers),
+                max_workers=max(workers, self.config.max_workers if max_workers is None
+                                else max_workers),
             )
             drain = self.config.response_timeout if drain_timeout is None else drain_timeout
             await self.pool.scale(workers, drain)
