@@ -347,7 +347,7 @@ async def _slow_then_delete(mgmt: Mgmt) -> tuple[list[int], int, int]:
     headers = {"Authorization": f"Bearer {mgmt.key()}"}
     async with httpx.AsyncClient(timeout=60) as c:
         slow = [asyncio.ensure_future(c.post(f"{mgmt.server.url}/predictions/drained",
-                                             content=b"sleep:1")) for _ in range(4)]
+                                             content=b"sleep:0.6")) for _ in range(4)]
         # one worker holds two batches: the other two requests wait in the queue
         while await _pending(c, mgmt, headers) < 2:
             await asyncio.sleep(0.02)
