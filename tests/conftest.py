@@ -32,6 +32,7 @@ class RunningServer:
     proc: subprocess.Popen[bytes]
     url: str
     log_dir: Path
+    metrics_url: str = ""
 
     def client(self, **kw: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60, **kw)  # type: ignore[arg-type]
@@ -75,7 +76,7 @@ def start_server(tmp: Path, store: Path, models: list[str], config: dict[str, ob
            "--models", *models]
     proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    server = RunningServer(proc, f"http://127.0.0.1:{port}", log_dir)
+    server = RunningServer(proc, f"http://127.0.0.1:{port}", log_dir, str(props["metrics_address"]))
     try:
         wait_for_ping(server.url, proc, want_ping, 90)
     except BaseException:

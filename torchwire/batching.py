@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,7 +24,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(eq=False)
 class Job:
-    """One request waiting for an answer."""
+    """One request waiting for an answer.
+
+    ``arrived``/``dispatched`` are loop times (batching deadlines); ``received``/``sent``
+    are ``time.perf_counter()`` stamps for metrics (uvloop's clock ticks in ms).
+    """
 
     item: Item
     future: asyncio.Future[Outcome]
@@ -31,6 +36,8 @@ class Job:
     explain: bool = False
     attempts: int = 0
     dispatched: float = field(default=0.0)
+    received: float = field(default_factory=time.perf_counter)
+    sent: float = 0.0
 
 
 class Slot(Protocol):

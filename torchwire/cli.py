@@ -80,17 +80,8 @@ def model_specs(args: argparse.Namespace, settings: Settings) -> list[ModelSpec]
     return [parse_model_arg(m) for m in names]
 
 
-def configure_logging(log_dir: Path) -> None:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    handlers: list[logging.Handler] = [
-        logging.StreamHandler(sys.stderr),
-        logging.FileHandler(log_dir / "torchwire.log"),
-    ]
-    logging.basicConfig(level=logging.INFO, format=fmt, handlers=handlers)
-
-
 def start_foreground(args: argparse.Namespace) -> int:
+    from torchwire.logs import configure_logging
     from torchwire.server import default_log_dir, run_server
 
     config = Path(args.ts_config) if args.ts_config else None
@@ -191,5 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"torchwire: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. a listener's address is in use
+        print(f"torchwire: {exc}", file=sys.stderr)
+        return 1
     parser().print_help()
     return 2

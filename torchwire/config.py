@@ -499,6 +499,7 @@ class Settings:
     enable_metrics_api: bool = True
     disable_token_authorization: bool = False
     enable_token_authorization: bool = False
+    token_expiration_min: int | None = None  # None: keys do not expire (TorchServe: 60)
     enable_model_api: bool = False
     allowed_urls: list[str] = field(default_factory=lambda: [DEFAULT_ALLOWED_URLS])
     install_py_dep_per_model: bool = False
@@ -542,6 +543,7 @@ _CONVERTERS: dict[str, Converter] = {
     "enable_metrics_api": _to_bool,
     "disable_token_authorization": _to_bool,
     "enable_token_authorization": _to_bool,
+    "token_expiration_min": _optional(_int_at_least(1)),
     "enable_model_api": _to_bool,
     "allowed_urls": _to_allowed_urls,
     "install_py_dep_per_model": _to_bool,

@@ -40,9 +40,10 @@ class ServingConfig:
 
 
 class ModelState(enum.Enum):
-    LOADING = "Loading"
-    READY = "Ready"
-    FAILED = "Failed"
+    LOADING = "Loading"  # workers wanted, none has loaded yet
+    READY = "Ready"  # at least one worker is serving
+    FAILED = "Failed"  # the model could not be loaded (see load_error)
+    STOPPED = "Stopped"  # scaled to zero workers on purpose
     UNLOADING = "Unloading"
 
 
@@ -82,6 +83,7 @@ class ModelVersion:
         self._requirements_ready = requirements is None
         self._requirements_lock = asyncio.Lock()
         self.installing = False  # pip is installing requirements.txt; requests queue meanwhile
+        self._scaling = asyncio.Lock()
         self.batcher = Batcher(config.batch_size, config.max_batch_delay, config.job_queue_size)
         hooks = WorkerHooks(self.batcher.slot_free, self.batcher.requeue, self._batch_done)
         self.pool = WorkerPool(
@@ -94,15 +96,20 @@ class ModelVersion:
         self.batcher.start()
         await self.scale(self.config.min_workers if workers is None else workers)
 
-    async def scale(self, workers: int, max_workers: int | None = None) -> None:
-        self.config = replace(
-            self.config,
-            min_workers=workers,
-            max_workers=max(workers, max_workers or self.config.max_workers),
-        )
-        if workers > 0 and not await self._install_requirements():
-            return
-        await self.pool.scale(workers)
+    async def scale(self, workers: int, max_workers: int | None = None,
+                    drain_timeout: float | None = None) -> None:
+        """Grow or shrink to ``workers``; a retired worker finishes its batches first."""
+        async with self._scaling:
+            self.config = replace(
+                self.config,
+                min_workers=workers,
+                max_workers=max(workers, self.config.max_workers if max_workers is None
+                                else max_workers),
+            )
+            if workers > 0 and not await self._install_requirements():
+                return
+            drain = self.config.response_timeout if drain_timeout is None else drain_timeout
+            await self.pool.scale(workers, drain)
         await self.pool.wait_started()
 
     async def _install_requirements(self) -> bool:
@@ -123,10 +130,27 @@ class ModelVersion:
             return True
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
+        """Answer every request already accepted (within ``drain_timeout``), then stop."""
+        await self._drain(drain_timeout)
         self.unloading = True
         await self.pool.stop(drain_timeout)
         self.batcher.fail_pending(ServiceUnavailable(f"model {self.name} is being unloaded"))
         await self.batcher.stop()
+
+    async def _drain(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.pool.live and (waiting := self._unanswered()):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            await asyncio.wait(waiting, timeout=remaining)
+
+    def _unanswered(self) -> list[asyncio.Future[Outcome]]:
+        jobs = list(self.batcher.pending)
+        for worker in self.pool.workers.values():
+            jobs += [job for entry in worker.inflight.values() for job in entry.jobs]
+        return [job.future for job in jobs if not job.future.done()]
 
     @property
     def state(self) -> ModelState:
@@ -134,13 +158,33 @@ class ModelVersion:
             return ModelState.UNLOADING
         if self.pool.failed():
             return ModelState.FAILED
-        if self.pool.live > 0 or (self.pool.wanted == 0 and self.pool.events.loaded.is_set()):
+        if self.pool.live > 0:
             return ModelState.READY
+        if self.stopped:
+            return ModelState.STOPPED
         return ModelState.LOADING
 
     @property
+    def stopped(self) -> bool:
+        """Scaled to zero workers on purpose (not merely not started yet)."""
+        return self.config.min_workers == 0 and self.pool.wanted == 0
+
+    @property
+    def ready(self) -> bool:
+        """True when a request sent now would be served (a worker is up)."""
+        return self.state is ModelState.READY
+
+    @property
     def healthy(self) -> bool:
-        return self.state is ModelState.READY and self.pool.live >= self.config.min_workers
+        """True unless it failed, is still loading, or has fewer live workers than wanted."""
+        state = self.state
+        if state is ModelState.STOPPED:
+            return True  # no workers were asked for
+        return state is ModelState.READY and self.pool.live >= self.config.min_workers
+
+    @property
+    def queue_depth(self) -> int:
+        return sum(1 for job in self.batcher.pending if not job.future.done())
 
     @property
     def load_error(self) -> str | None:
@@ -169,7 +213,7 @@ class ModelVersion:
             )
         if state is ModelState.UNLOADING:
             raise ServiceUnavailable(f"model {self.name} version {self.version} is unloading")
-        if self.pool.wanted == 0 and not self.installing:
+        if self.stopped and not self.installing:
             raise ServiceUnavailable(
                 f"model {self.name} version {self.version} has no workers; scale it up with "
                 f"PUT /models/{self.name}?min_worker=1 on the management API"

@@ -46,6 +46,18 @@ class ModelRegistry:
             del self._default[name]
         return model
 
+    def discard(self, model: ModelVersion) -> None:
+        """Remove ``model`` even if it is the default (another version becomes default)."""
+        versions = self._models.get(model.name, {})
+        if versions.get(model.version) is not model:
+            return
+        del versions[model.version]
+        if not versions:
+            del self._models[model.name]
+            del self._default[model.name]
+        elif self._default[model.name] == model.version:
+            self._default[model.name] = next(iter(versions))
+
     def set_default(self, name: str, version: str) -> None:
         self.get(name, version)
         self._default[name] = version
@@ -66,4 +78,9 @@ class ModelRegistry:
             yield from versions.values()
 
     def healthy(self) -> bool:
+        """For /ping: nothing failed to load, and every model has the workers it wants."""
         return not self.startup_failures and all(model.healthy for model in self)
+
+    def ready(self) -> bool:
+        """Every startup archive loaded and every model version can serve now."""
+        return not self.startup_failures and all(model.ready for model in self)

@@ -14,15 +14,29 @@ from pathlib import Path
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 import torchwire
+from torchwire.api.access import AccessLog
 from torchwire.api.inference import InferenceAPI
 from torchwire.api.kserve import KServeV1API
+from torchwire.api.management import ManagementAPI
+from torchwire.api.metrics import MetricsAPI
 from torchwire.api.responses import EXCEPTION_HANDLERS
+from torchwire.auth import (
+    API,
+    KEY_FILE,
+    OPEN_PATHS,
+    KeyRing,
+    TokenAuth,
+    describe_policy,
+    policy_for,
+)
 from torchwire.config import Address, Settings
 from torchwire.devices import GpuAllocator, visible_gpu_count
 from torchwire.errors import ServeError
+from torchwire.metrics import Metrics
 from torchwire.registry import ModelRegistry
 from torchwire.store import ModelSpec, ModelStore
 
@@ -37,8 +51,9 @@ class _Listener(uvicorn.Server):
         yield
 
 
-def make_app(routes: list[BaseRoute]) -> Starlette:
-    return Starlette(routes=routes, exception_handlers=dict(EXCEPTION_HANDLERS))
+def make_app(routes: list[BaseRoute], middleware: list[Middleware] | None = None) -> Starlette:
+    return Starlette(routes=routes, middleware=middleware,
+                     exception_handlers=dict(EXCEPTION_HANDLERS))
 
 
 def bind(address: Address) -> socket.socket:
@@ -55,13 +70,30 @@ def bind(address: Address) -> socket.socket:
     return sock
 
 
+def bind_all(addresses: list[Address]) -> list[socket.socket]:
+    """Bind every address, or none: a failure closes those already bound."""
+    bound: list[socket.socket] = []
+    try:
+        for address in addresses:
+            bound.append(bind(address))
+    except OSError:
+        for sock in bound:
+            sock.close()
+        raise
+    return bound
+
+
 class Server:
     def __init__(self, settings: Settings, models: list[ModelSpec]) -> None:
         self.settings = settings
         self.model_specs = models
         self.registry = ModelRegistry()
         self.gpus = GpuAllocator(visible_gpu_count(dict(os.environ), settings.number_of_gpu))
-        self.store = ModelStore(settings, self.gpus)
+        self.metrics = Metrics()
+        self.metrics.watch(self.registry)
+        self.store = ModelStore(settings, self.gpus, observer=self.metrics.observe_batch)
+        self.policy = policy_for(settings)
+        self.keys: KeyRing | None = None
         self._stop = asyncio.Event()
         self._listeners: list[_Listener] = []
 
@@ -72,8 +104,44 @@ class Server:
         routes += KServeV1API(self.registry, self.settings).routes()
         return routes
 
+    def middleware(self, listener: str, count: bool = True) -> list[Middleware]:
+        """Access log (and Requests2XX/4XX/5XX counts) outside, then the key check."""
+        on_response = self.metrics.count_response if count else None
+        stack = [Middleware(AccessLog, on_response=on_response)]
+        kinds = self.policy.for_listener(listener)
+        if kinds and self.keys is not None:
+            per_path = {"/token": (API,)} if listener == "management" else {}
+            open_paths = OPEN_PATHS if listener == "inference" else frozenset()
+            stack.append(Middleware(TokenAuth, keys=self.keys, kinds=kinds, per_path=per_path,
+                                    open_paths=open_paths))
+        return stack
+
+    def listeners(self) -> list[tuple[str, Address]]:
+        s = self.settings
+        found = [("inference", s.inference_address), ("management", s.management_address)]
+        if s.enable_metrics_api:
+            found.append(("metrics", s.metrics_address))
+        return found
+
+    def app(self, listener: str) -> Starlette:
+        routes: list[BaseRoute] = []
+        if listener == "inference":
+            routes += self.inference_routes()
+        elif listener == "management":
+            routes += ManagementAPI(self.registry, self.store, self.settings, self.keys).routes()
+        else:
+            routes += MetricsAPI(self.metrics).routes()
+        return make_app(routes, self.middleware(listener, count=listener != "metrics"))
+
     def apps(self) -> list[tuple[str, Address, Starlette]]:
-        return [("inference", self.settings.inference_address, make_app(self.inference_routes()))]
+        return [(name, address, self.app(name)) for name, address in self.listeners()]
+
+    def start_auth(self) -> None:
+        """Write the key file (when any listener needs a key) and say who needs one."""
+        if self.policy.enabled:
+            self.keys = KeyRing(Path.cwd() / KEY_FILE, self.settings.token_expiration_min)
+            self.keys.write()
+        describe_policy(self.policy, self.settings, self.keys.path if self.keys else None)
 
     # -- run -----------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -83,7 +151,14 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        serving = [self._serve(name, addr, app) for name, addr, app in self.apps()]
+        try:
+            sockets = bind_all([address for _, address in self.listeners()])
+        except OSError:
+            shutil.rmtree(self.store.work_dir, ignore_errors=True)
+            raise
+        self.start_auth()
+        serving = [self._serve(name, addr, app, sock)
+                   for (name, addr, app), sock in zip(self.apps(), sockets, strict=True)]
         tasks = [loop.create_task(c) for c in serving]
         try:
             await self.load_startup_models()
@@ -91,8 +166,8 @@ class Server:
         finally:
             await self.shutdown(tasks)
 
-    async def _serve(self, name: str, address: Address, app: Starlette) -> None:
-        sock = bind(address)
+    async def _serve(self, name: str, address: Address, app: Starlette,
+                     sock: socket.socket) -> None:
         config = uvicorn.Config(
             app, http="httptools", lifespan="off", access_log=False, log_config=None,
             timeout_keep_alive=120, server_header=False, ssl_keyfile=self._tls("key"),
@@ -138,6 +213,8 @@ class Server:
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(m.stop() for m in self.registry), return_exceptions=True)
         shutil.rmtree(self.store.work_dir, ignore_errors=True)
+        if self.keys is not None:
+            self.keys.remove()
 
 
 def run_server(settings: Settings, models: list[ModelSpec]) -> None:

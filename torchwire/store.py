@@ -29,10 +29,11 @@ ARCHIVE_SUFFIXES = (".mar", ".tar.gz", ".tgz", ".zip")
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What to load: an archive reference and an optional name to serve it under."""
+    """What to load: an archive reference, and optionally a name and handler to use."""
 
     url: str
     name: str | None = None
+    handler: str | None = None  # overrides the manifest's handler
 
 
 def parse_model_arg(text: str) -> ModelSpec:
@@ -78,6 +79,8 @@ class ModelStore:
         manifest = read_manifest(model_dir)
         if spec.name and spec.name != manifest.model_name:
             manifest = _renamed(manifest, spec.name)
+        if spec.handler:
+            manifest = replace(manifest, handler=spec.handler)
         yaml_config = read_model_config(model_dir, manifest)
         config = self.serving_config(manifest, yaml_config, overrides or ModelSettings())
         return ModelVersion(

@@ -102,7 +102,9 @@ def test_ts_image_classifier_answers_like_torchwires_own_handler(
             for label, p in ours.json().items():
                 assert math.isclose(theirs.json()[label], p, rel_tol=1e-4, abs_tol=1e-6)
     # @timed from ts.handler_utils.timer measured postprocess (profile: true in its yaml)
-    assert "ts_handler_postprocess took" in ts_server.log_text()
+    # and recorded it through context.metrics
+    metrics = httpx.get(f"{ts_server.metrics_url}/metrics").text
+    assert "ts_handler_postprocess" in metrics
 
 
 def test_docs_style_handler_and_model_config(ts_server: RunningServer) -> None:

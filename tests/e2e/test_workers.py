@@ -144,7 +144,9 @@ def test_background_start_and_stop_with_models_all(tmp_path: Path) -> None:
 
     port = free_port()
     exe = [sys.executable, "-m", "torchwire"]
-    env = {**os.environ, "TMPDIR": str(tmp_path), "TS_INFERENCE_ADDRESS": f"127.0.0.1:{port}"}
+    env = {**os.environ, "TMPDIR": str(tmp_path), "TS_INFERENCE_ADDRESS": f"127.0.0.1:{port}",
+           "TS_MANAGEMENT_ADDRESS": f"127.0.0.1:{free_port()}",
+           "TS_METRICS_ADDRESS": f"127.0.0.1:{free_port()}"}
     started = subprocess.run([*exe, "start", "--model-store", str(store), "--models", "all",
                               "--ncs", "--log-location", str(tmp_path / "logs")],
                              env=env, capture_output=True, text=True, timeout=120)

@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import torchwire
+from torchwire.api.access import note_model
 from torchwire.api.openapi import inference_document
 from torchwire.api.payload import item_from_request
 from torchwire.api.responses import json_response, outcome_response
@@ -48,6 +49,7 @@ class InferenceAPI:
     async def _run(self, request: Request, explain: bool) -> Response:
         params = request.path_params
         model = self.registry.get(params["model_name"], params.get("model_version"))
+        note_model(request, model)
         item = await item_from_request(request, self.settings.max_request_size)
         outcome = await model.infer(item, explain)
         return outcome_response(outcome, item.request_id, self.settings.max_response_size)

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from torchwire.api.access import note_model
 from torchwire.api.payload import json_body, read_body, request_id
 from torchwire.api.responses import json_response, outcome_error, outcome_value
 from torchwire.config import Settings
@@ -52,6 +53,7 @@ class KServeV1API:
 
     async def _run(self, request: Request, explain: bool) -> list[Any]:
         model = self.registry.get(request.path_params["model_name"])
+        note_model(request, model)
         body = await read_body(request, self.settings.max_request_size)
         instances = instances_of(json_body(body))
         rid, headers = request_id(request), dict(request.headers)

@@ -21,6 +21,7 @@ from torchwire.handlers.context import Context
 log = logging.getLogger(__name__)
 
 EXPLAIN_HEADER = "explain"
+DESCRIBE_HEADER = "describe"  # set on the request behind GET /models/{m}?customized=true
 
 
 def import_file(path: Path) -> ModuleType:
@@ -142,10 +143,23 @@ class BaseHandler:
 
     def handle(self, data: list[dict[str, Any]], context: Context) -> list[Any]:
         self.context = context
+        if self._is_describe():
+            return [self.describe_handle()]
         batch = self.preprocess(data)
         if self._is_explain():
             return self.explain_handle(batch, data)
         return self.postprocess(self.inference(batch))
+
+    # -- customized describe -----------------------------------------------------
+    def _is_describe(self) -> bool:
+        ctx = self.context
+        return bool(
+            ctx and ctx.request_processor and ctx.get_request_header(0, DESCRIBE_HEADER) == "True"
+        )
+
+    def describe_handle(self) -> Any:
+        """Metadata for ``GET /models/{name}?customized=true``; override to provide some."""
+        return None
 
     # -- explanations ------------------------------------------------------------
     def _is_explain(self) -> bool:

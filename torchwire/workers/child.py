@@ -22,9 +22,10 @@ from typing import Any
 
 from torchwire.compat import enable_ts_compat
 from torchwire.errors import HandlerError, InvalidInput
-from torchwire.handlers.base import EXPLAIN_HEADER
+from torchwire.handlers.base import DESCRIBE_HEADER, EXPLAIN_HEADER
 from torchwire.handlers.context import Context
 from torchwire.handlers.loader import Service, resolve
+from torchwire.handlers.metrics import MetricsCache
 from torchwire.workers.outcome import as_serve_error, error_outcome, result_outcome
 from torchwire.workers.protocol import (
     Batch,
@@ -77,7 +78,8 @@ class Worker:
         headers = [dict(i.headers) for i in items]
         if explain:
             for h in headers:
-                h[EXPLAIN_HEADER] = "True"
+                if DESCRIBE_HEADER not in h:  # a describe request runs alone, like explain
+                    h[EXPLAIN_HEADER] = "True"
         self.ctx.start_batch([i.request_id for i in items], headers)
         results = self.service.handle(rows, self.ctx)
         if not isinstance(results, list) or len(results) != len(rows):
@@ -144,6 +146,7 @@ def load(spec: WorkerSpec) -> Worker:
         spec.gpu_id,
         model_version=spec.model_version,
         model_yaml_config=spec.model_yaml_config,
+        metrics=MetricsCache(spec.model_name),
     )
     service = resolve(spec.handler, Path(spec.model_dir))
     service.initialize(ctx)
@@ -171,7 +174,8 @@ def serve(sock: socket.socket, worker: Worker) -> None:
         start = time.perf_counter()
         outcomes = worker.run(batch)
         elapsed = (time.perf_counter() - start) * 1000
-        sock.sendall(encode(BatchDone(batch.batch_id, tuple(outcomes), elapsed)))
+        records = worker.ctx.metrics.drain()
+        sock.sendall(encode(BatchDone(batch.batch_id, tuple(outcomes), elapsed, records)))
 
 
 def main(argv: list[str]) -> int:
@@ -189,6 +193,7 @@ def main(argv: list[str]) -> int:
         log.error("loading %s failed:\n%s", spec.model_name, traceback.format_exc())
         sock.sendall(encode(LoadFailed(f"{type(exc).__name__}: {exc}")))
         return 1
+    log.info("%s %s ready on %s", spec.model_name, spec.model_version, device_of(worker))
     sock.sendall(encode(Ready(os.getpid(), device_of(worker))))
     serve(sock, worker)
     return 0

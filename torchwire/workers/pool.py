@@ -89,6 +89,9 @@ class WorkerPool:
         task = self._tasks.pop(slot)
         worker = self.workers.get(slot)
         task.cancel()
+        attempt = self._attempts.pop(slot, None)
+        if attempt is not None and not attempt.done():
+            attempt.set_result(None)  # a worker removed while loading: nobody waits on it
         if worker is not None:
             await worker.retire(drain_timeout)
         await asyncio.gather(task, return_exceptions=True)
@@ -108,7 +111,7 @@ class WorkerPool:
         while True:
             worker = WorkerProcess(
                 f"{self.name}-{slot}", self.make_spec(), self.hooks, self.response_timeout,
-                self._log_file(),
+                self.log_dir is not None,
             )
             self.workers[slot] = worker
             try:
@@ -146,9 +149,6 @@ class WorkerPool:
             attempt.set_result(None)
         if self.failed() and self.on_failed is not None:
             self.on_failed(error)
-
-    def _log_file(self) -> Path | None:
-        return None if self.log_dir is None else self.log_dir / "model_log.log"
 
 
 def worker_lifetime(worker: WorkerProcess) -> float:

@@ -14,14 +14,15 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
 from torchwire.batching import Job
 from torchwire.errors import RequestTimeout, ServeError, ServiceUnavailable, WorkerDied
+from torchwire.logs import MODEL_LOG
 from torchwire.workers.protocol import (
     HEADER,
     Batch,
@@ -75,13 +76,13 @@ class WorkerProcess:
         spec: WorkerSpec,
         hooks: WorkerHooks,
         response_timeout: float,
-        log_file: Path | None = None,
+        log_output: bool = False,
     ) -> None:
         self.worker_id = worker_id
         self.spec = spec
         self.hooks = hooks
         self.response_timeout = response_timeout
-        self.log_file = log_file
+        self.log_output = log_output  # True: the worker's output goes to the model log
         self.proc: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None
         self.device = "cpu"
@@ -105,23 +106,20 @@ class WorkerProcess:
     # -- start -----------------------------------------------------------------
     def _spawn(self, child_sock: socket.socket) -> subprocess.Popen[bytes]:
         fd = child_sock.fileno()
-        out: IO[bytes] | None = None
-        if self.log_file is not None:
-            self.log_file.parent.mkdir(parents=True, exist_ok=True)
-            out = self.log_file.open("ab")
-        try:
-            return subprocess.Popen(
-                [sys.executable, "-m", "torchwire.workers.child", str(fd)],
-                pass_fds=(fd,),
-                env=worker_env(self.spec.threads, self.spec.gpu_id),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT if out is not None else None,
-                start_new_session=True,
-            )
-        finally:
-            if out is not None:
-                out.close()
+        out = subprocess.PIPE if self.log_output else None
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "torchwire.workers.child", str(fd)],
+            pass_fds=(fd,),
+            env=worker_env(self.spec.threads, self.spec.gpu_id),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT if out is not None else None,
+            start_new_session=True,
+        )
+        if proc.stdout is not None:
+            threading.Thread(target=forward_output, args=(proc.stdout, self.worker_id),
+                             daemon=True, name=f"log-{self.worker_id}").start()
+        return proc
 
     async def start(self, startup_timeout: float) -> None:
         """Spawn the worker and wait until its model is loaded."""
@@ -169,9 +167,9 @@ class WorkerProcess:
         if not self.inflight:
             timer = self._arm_timer(batch.batch_id)
         self.inflight[batch.batch_id] = InFlight(batch, jobs, timer)
-        now = asyncio.get_running_loop().time()
+        now, stamp = asyncio.get_running_loop().time(), time.perf_counter()
         for job in jobs:
-            job.dispatched = now
+            job.dispatched, job.sent = now, stamp
         self._writer.write(encode(batch))
 
     def _arm_timer(self, batch_id: int) -> asyncio.TimerHandle:
@@ -295,6 +293,14 @@ class WorkerProcess:
     async def wait(self) -> None:
         if self._reader_task is not None:
             await self.exited.wait()
+
+
+def forward_output(stream: IO[bytes], worker_id: str) -> None:
+    """Copy a worker's stdout/stderr, line by line, to the model log until it exits."""
+    model_log = logging.getLogger(MODEL_LOG)
+    with stream:
+        for raw in iter(stream.readline, b""):
+            model_log.info("[%s] %s", worker_id, raw.decode("utf-8", "replace").rstrip("\n"))
 
 
 def _fail(jobs: list[Job], err: ServeError) -> None:

@@ -70,10 +70,22 @@ class Outcome:
 
 
 @dataclass(frozen=True)
+class MetricRecord:
+    """One value a handler recorded through ``context.metrics``, sent back with its batch."""
+
+    name: str
+    kind: str  # "counter" (an increment), "gauge" (a new value) or "histogram" (an observation)
+    value: float
+    unit: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
 class BatchDone:
     batch_id: int
     outcomes: tuple[Outcome, ...]
     handler_ms: float
+    metrics: tuple[MetricRecord, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,8 @@ class ToyHandler:
             raise RuntimeError("toy model refuses to load")
 
     def handle(self, data, context):
+        if context.get_request_header(0, "describe") == "True":
+            return [self.describe_handle()]
         texts = [_text(row) for row in data]
         if "wrong-count" in texts:
             return []
@@ -36,9 +38,11 @@ class ToyHandler:
             return {"pid": os.getpid(), "gpu_id": self.context.system_properties["gpu_id"]}
         if text.startswith("sleep:"):
             time.sleep(float(text.split(":")[1]))
-            return {"slept": True}
+            return {"slept": True, "pid": os.getpid()}
         if text.startswith("block:"):
             return self._block(text.split(":", 1)[1])
+        if text.startswith("metric:"):
+            return self._record(float(text.split(":")[1]))
         if text == "crash":
             os._exit(3)
         if text == "boom":
@@ -49,3 +53,14 @@ class ToyHandler:
 
     def _block(self, path):
         return {"released": _wait_for(path)}
+
+    def _record(self, value):
+        metrics = self.context.metrics
+        metrics.add_counter("toy_calls", 1)
+        metrics.add_time("toy_last_ms", value)
+        sizes = metrics.add_metric_to_cache("toy_size", "count", ["kind"], "histogram")
+        sizes.add_or_update(value, ["demo"])
+        return {"recorded": value}
+
+    def describe_handle(self):
+        return {"toy": "metadata"}

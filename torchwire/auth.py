@@ -1,0 +1,210 @@
+"""Token authorization: TorchServe's three keys, its key file, and the check on each listener.
+
+At start the server writes ``key_file.json`` (mode 0600) in its working directory::
+
+    {"management": {"key": "...", "expiration time": "..."},
+     "inference": {"key": "...", "expiration time": "..."},
+     "API": {"key": "..."}}
+
+Clients send a key as ``Authorization: Bearer <key>``. Which listener asks for one:
+
+- management: always, unless authorization is disabled (it can register models,
+  that is run code, CVE-2023-43654);
+- inference and metrics: when the listener binds a non-loopback address, or when
+  authorization is forced on (``enable_token_authorization``); open on loopback
+  otherwise. ``/ping`` and the KServe v2 health paths stay open (probes);
+- ``GET /token?type=management|inference`` (management port) takes the API key.
+
+A missing or wrong key is a 401 (TorchServe answers 400). Keys are compared in
+constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from torchwire.config import Settings
+from torchwire.errors import ConfigError, Unauthorized
+
+log = logging.getLogger(__name__)
+
+KEY_FILE = "key_file.json"
+MANAGEMENT = "management"
+INFERENCE = "inference"
+API = "API"
+ROTATABLE = (MANAGEMENT, INFERENCE)
+OPEN_PATHS = frozenset({"/ping", "/v2/health/live", "/v2/health/ready"})
+
+
+def new_key() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@dataclass
+class Key:
+    value: str
+    expires: dt.datetime | None = None
+
+    def expired(self) -> bool:
+        return self.expires is not None and dt.datetime.now(dt.UTC) >= self.expires
+
+    def to_json(self) -> dict[str, str]:
+        out = {"key": self.value}
+        if self.expires is not None:
+            out["expiration time"] = self.expires.isoformat().replace("+00:00", "Z")
+        return out
+
+
+class KeyRing:
+    """The three keys and the file that holds them."""
+
+    def __init__(self, path: Path, expiry_min: int | None = None) -> None:
+        self.path = path
+        self.expiry_min = expiry_min
+        self.keys = {MANAGEMENT: self._fresh(), INFERENCE: self._fresh(), API: Key(new_key())}
+
+    def _fresh(self) -> Key:
+        if self.expiry_min is None:
+            return Key(new_key())
+        return Key(new_key(), dt.datetime.now(dt.UTC) + dt.timedelta(minutes=self.expiry_min))
+
+    def rotate(self, kind: str) -> Key:
+        """Replace the management or inference key and rewrite the key file."""
+        self.keys[kind] = self._fresh()
+        self.write()
+        return self.keys[kind]
+
+    def matches(self, kinds: tuple[str, ...], presented: bytes | None) -> bool:
+        """True if ``presented`` is one of ``kinds``' keys and has not expired."""
+        if presented is None:
+            return False
+        hits = [
+            hmac.compare_digest(presented, self.keys[kind].value.encode())
+            and not self.keys[kind].expired()
+            for kind in kinds
+        ]
+        return any(hits)
+
+    def to_json(self) -> dict[str, dict[str, str]]:
+        return {kind: key.to_json() for kind, key in self.keys.items()}
+
+    def write(self) -> None:
+        """Write the key file atomically, readable by its owner only."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(self.to_json(), fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Which keys each listener accepts; an empty tuple means the listener is open."""
+
+    inference: tuple[str, ...]
+    management: tuple[str, ...]
+    metrics: tuple[str, ...]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.management)
+
+    def for_listener(self, name: str) -> tuple[str, ...]:
+        return {"inference": self.inference, "management": self.management,
+                "metrics": self.metrics}[name]
+
+
+def policy_for(settings: Settings) -> Policy:
+    if settings.disable_token_authorization and settings.enable_token_authorization:
+        raise ConfigError(
+            "disable_token_authorization and enable_token_authorization are both set; "
+            "choose one"
+        )
+    if settings.disable_token_authorization:
+        return Policy((), (), ())
+    forced = settings.enable_token_authorization
+    inference = (INFERENCE,) if forced or not settings.inference_address.is_loopback else ()
+    metrics_open = not forced and settings.metrics_address.is_loopback
+    metrics = () if metrics_open else (INFERENCE, MANAGEMENT)
+    return Policy(inference, (MANAGEMENT,), metrics)
+
+
+def describe_policy(policy: Policy, settings: Settings, key_file: Path | None) -> None:
+    """Log, once at start, which listeners need a key and where the keys are."""
+    if not policy.enabled:
+        log.warning(
+            "token authorization is DISABLED: anyone who can reach the management API "
+            "(%s) can register models, which runs their code", settings.management_address,
+        )
+        return
+    for name in ("management", "inference", "metrics"):
+        address = getattr(settings, f"{name}_address")
+        kinds = policy.for_listener(name)
+        if kinds:
+            log.info("%s API (%s) requires a key: Authorization: Bearer <%s key>",
+                     name, address, " or ".join(kinds))
+        else:
+            log.info("%s API (%s) is open (loopback address)", name, address)
+    log.info("keys are in %s (mode 0600)", key_file)
+
+
+def bearer(scope: Scope) -> bytes | None:
+    for name, value in scope.get("headers", []):
+        if name == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            return token.strip() if scheme.lower() == b"bearer" else None
+    return None
+
+
+class TokenAuth:
+    """ASGI middleware: a request without a right key gets 401 before any route runs."""
+
+    def __init__(self, app: ASGIApp, keys: KeyRing, kinds: tuple[str, ...],
+                 per_path: Mapping[str, tuple[str, ...]] | None = None,
+                 open_paths: frozenset[str] = frozenset()) -> None:
+        self.app = app
+        self.keys = keys
+        self.kinds = kinds
+        self.per_path = dict(per_path or {})
+        self.open_paths = open_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        kinds = self.per_path.get(path, self.kinds)
+        if self.keys.matches(kinds, bearer(scope)):
+            # The key goes no further: handlers and logs never see it.
+            scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
+            await self.app(scope, receive, send)
+            return
+        await self._refuse(kinds, send)
+
+    async def _refuse(self, kinds: tuple[str, ...], send: Send) -> None:
+        which = " or ".join(kinds)
+        err = Unauthorized(
+            f"missing or wrong key: send 'Authorization: Bearer <{which} key>'; "
+            f"the keys are in {self.keys.path}"
+        )
+        body = json.dumps(err.to_json(), indent=2).encode()
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode()),
+                   (b"www-authenticate", b'Bearer realm="torchwire"')]
+        await send({"type": "http.response.start", "status": err.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
