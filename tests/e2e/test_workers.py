@@ -131,8 +131,13 @@ def test_full_queue_is_503_and_every_request_is_answered(tmp_path: Path) -> None
         early, late = asyncio.run(_flood(server.url, 8, tmp_path / "release"))
     finally:
         stop_server(server)
-    assert early == [503] * 4
-    assert late == [200] * 4
+    # While the worker is blocked, whatever did not fit (2 in the worker + 2 queued, fewer if
+    # requests arrived faster than the dispatcher ran) was refused at once; after the
+    # release every accepted request was answered.
+    assert set(early) == {503}
+    statuses = early + late
+    assert len(statuses) == 8 and set(statuses) <= {200, 503}
+    assert 2 <= statuses.count(200) <= 4
 
 
 def test_background_start_and_stop_with_models_all(tmp_path: Path) -> None:
