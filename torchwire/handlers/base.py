@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from torchwire.errors import ExplanationsNotSupported, HandlerError
+from torchwire.errors import ExplanationsNotSupported, HandlerError, InvalidInput
 from torchwire.handlers.context import Context
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,44 @@ def load_label_mapping(path: Path) -> dict[str, Any] | None:
     if not isinstance(mapping, dict):
         raise HandlerError(f"{path.name} must hold a JSON object mapping class index to name")
     return mapping
+
+
+def label_of(mapping: dict[str, Any] | None, index: int) -> str:
+    """The class name for ``index``; the index as a string when there is none.
+
+    A mapping value may be a name or a list whose last element is the name, as in
+    ImageNet's ``["n02123045", "tabby"]``.
+    """
+    name = mapping.get(str(index)) if mapping else None
+    if isinstance(name, list | tuple):
+        name = name[-1] if name else None
+    return str(index) if name is None else str(name)
+
+
+def merge_results(results: list[Any], failures: list[BaseException | None]) -> list[Any]:
+    """The good rows' results in order, with each failed row's exception at its place."""
+    good = iter(results)
+    return [next(good) if err is None else err for err in failures]
+
+
+def check_count(handler: object, results: Any, expected: int, what: str) -> list[Any]:
+    """``results`` if it is a list of ``expected`` items; a HandlerError saying so if not."""
+    if not isinstance(results, list) or len(results) != expected:
+        got = len(results) if isinstance(results, list) else type(results).__name__
+        raise HandlerError(f"{type(handler).__name__} returned {got} results for {expected} {what}")
+    return results
+
+
+def row_target(row: Any) -> int | None:
+    """The ``target`` class a request asks an explanation for (JSON, form field or query)."""
+    value = row.get("target") if isinstance(row, dict) else None
+    if isinstance(value, bytes | bytearray):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise InvalidInput(f"'target' must be a class index (an integer), not {value!r}")
 
 
 def pick_device(gpu_id: int | None) -> Any:
