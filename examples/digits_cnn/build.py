@@ -45,6 +45,7 @@ def as_input(images: np.ndarray) -> torch.Tensor:
 
 
 def train(x: torch.Tensor, y: torch.Tensor) -> DigitsCNN:
+    torch.set_num_threads(1)  # small ops: extra threads only spin, on a busy CPU badly
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     model = DigitsCNN()

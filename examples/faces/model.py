@@ -1,6 +1,7 @@
 """MTCNN face detector (Zhang et al., 2016) as one module with a torchvision-style output.
 
-The three cascade networks (P-Net, R-Net, O-Net) are defined here; their pretrained
+The three cascade networks (P-Net, R-Net, O-Net) are defined here, as layer
+dicts (an archive's model file may define only one ``nn.Module`` class); their pretrained
 weights are the ones facenet-pytorch ships (``data/pnet.pt``, ``rnet.pt``, ``onet.pt``),
 which ``build.py`` merges into one state dict. ``forward`` takes images as float
 tensors ``[3, H, W]`` in ``[0, 1]`` (what ``ToTensor`` gives) and returns, per image,
@@ -10,90 +11,85 @@ torchvision's detection models, with label 1 meaning "face".
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import nms
 
 FACE = 1
+Net = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-class PNet(nn.Module):
+def pnet() -> nn.ModuleDict:
     """Proposal net: a 12x12 sliding window over each scale of the image pyramid."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
-        self.prelu1 = nn.PReLU(10)
-        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv2 = nn.Conv2d(10, 16, kernel_size=3)
-        self.prelu2 = nn.PReLU(16)
-        self.conv3 = nn.Conv2d(16, 32, kernel_size=3)
-        self.prelu3 = nn.PReLU(32)
-        self.conv4_1 = nn.Conv2d(32, 2, kernel_size=1)
-        self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
-        return self.conv4_2(x), torch.softmax(self.conv4_1(x), dim=1)
+    return nn.ModuleDict({
+        "conv1": nn.Conv2d(3, 10, 3), "prelu1": nn.PReLU(10),
+        "pool1": nn.MaxPool2d(2, 2, ceil_mode=True),
+        "conv2": nn.Conv2d(10, 16, 3), "prelu2": nn.PReLU(16),
+        "conv3": nn.Conv2d(16, 32, 3), "prelu3": nn.PReLU(32),
+        "conv4_1": nn.Conv2d(32, 2, 1), "conv4_2": nn.Conv2d(32, 4, 1),
+    })
 
 
-class RNet(nn.Module):
+def rnet() -> nn.ModuleDict:
     """Refinement net on 24x24 crops."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
-        self.prelu1 = nn.PReLU(28)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2 = nn.Conv2d(28, 48, kernel_size=3)
-        self.prelu2 = nn.PReLU(48)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3 = nn.Conv2d(48, 64, kernel_size=2)
-        self.prelu3 = nn.PReLU(64)
-        self.dense4 = nn.Linear(576, 128)
-        self.prelu4 = nn.PReLU(128)
-        self.dense5_1 = nn.Linear(128, 2)
-        self.dense5_2 = nn.Linear(128, 4)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.prelu3(self.conv3(x))
-        x = self.prelu4(self.dense4(x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)))
-        return self.dense5_2(x), torch.softmax(self.dense5_1(x), dim=1)
+    return nn.ModuleDict({
+        "conv1": nn.Conv2d(3, 28, 3), "prelu1": nn.PReLU(28),
+        "pool1": nn.MaxPool2d(3, 2, ceil_mode=True),
+        "conv2": nn.Conv2d(28, 48, 3), "prelu2": nn.PReLU(48),
+        "pool2": nn.MaxPool2d(3, 2, ceil_mode=True),
+        "conv3": nn.Conv2d(48, 64, 2), "prelu3": nn.PReLU(64),
+        "dense4": nn.Linear(576, 128), "prelu4": nn.PReLU(128),
+        "dense5_1": nn.Linear(128, 2), "dense5_2": nn.Linear(128, 4),
+    })
 
 
-class ONet(nn.Module):
+def onet() -> nn.ModuleDict:
     """Output net on 48x48 crops: face score, box refinement (and landmarks, unused)."""
+    return nn.ModuleDict({
+        "conv1": nn.Conv2d(3, 32, 3), "prelu1": nn.PReLU(32),
+        "pool1": nn.MaxPool2d(3, 2, ceil_mode=True),
+        "conv2": nn.Conv2d(32, 64, 3), "prelu2": nn.PReLU(64),
+        "pool2": nn.MaxPool2d(3, 2, ceil_mode=True),
+        "conv3": nn.Conv2d(64, 64, 3), "prelu3": nn.PReLU(64),
+        "pool3": nn.MaxPool2d(2, 2, ceil_mode=True),
+        "conv4": nn.Conv2d(64, 128, 2), "prelu4": nn.PReLU(128),
+        "dense5": nn.Linear(1152, 256), "prelu5": nn.PReLU(256),
+        "dense6_1": nn.Linear(256, 2), "dense6_2": nn.Linear(256, 4),
+        "dense6_3": nn.Linear(256, 10),
+    })
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
-        self.prelu1 = nn.PReLU(32)
-        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
-        self.prelu2 = nn.PReLU(64)
-        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
-        self.prelu3 = nn.PReLU(64)
-        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
-        self.prelu4 = nn.PReLU(128)
-        self.dense5 = nn.Linear(1152, 256)
-        self.prelu5 = nn.PReLU(256)
-        self.dense6_1 = nn.Linear(256, 2)
-        self.dense6_2 = nn.Linear(256, 4)
-        self.dense6_3 = nn.Linear(256, 10)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.pool1(self.prelu1(self.conv1(x)))
-        x = self.pool2(self.prelu2(self.conv2(x)))
-        x = self.pool3(self.prelu3(self.conv3(x)))
-        x = self.prelu4(self.conv4(x))
-        x = self.prelu5(self.dense5(x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)))
-        return self.dense6_2(x), torch.softmax(self.dense6_1(x), dim=1)
+def _layers(net: nn.ModuleDict, x: torch.Tensor, names: tuple[str, ...]) -> torch.Tensor:
+    for name in names:
+        x = net[name](x)
+    return x
+
+
+def _flatten(x: torch.Tensor) -> torch.Tensor:
+    """Features in (W, H, C) order, as the original Caffe/TensorFlow nets flatten them."""
+    return x.permute(0, 3, 2, 1).reshape(x.shape[0], -1)
+
+
+def run_pnet(net: nn.ModuleDict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = _layers(net, x, ("conv1", "prelu1", "pool1", "conv2", "prelu2", "conv3", "prelu3"))
+    return net["conv4_2"](x), torch.softmax(net["conv4_1"](x), dim=1)
+
+
+def run_rnet(net: nn.ModuleDict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = _layers(net, x, ("conv1", "prelu1", "pool1", "conv2", "prelu2", "pool2", "conv3",
+                         "prelu3"))
+    x = net["prelu4"](net["dense4"](_flatten(x)))
+    return net["dense5_2"](x), torch.softmax(net["dense5_1"](x), dim=1)
+
+
+def run_onet(net: nn.ModuleDict, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = _layers(net, x, ("conv1", "prelu1", "pool1", "conv2", "prelu2", "pool2", "conv3",
+                         "prelu3", "pool3", "conv4", "prelu4"))
+    x = net["prelu5"](net["dense5"](_flatten(x)))
+    return net["dense6_2"](x), torch.softmax(net["dense6_1"](x), dim=1)
 
 
 # -- box helpers -------------------------------------------------------------------------
@@ -154,9 +150,7 @@ class MTCNN(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.pnet = PNet()
-        self.rnet = RNet()
-        self.onet = ONet()
+        self.pnet, self.rnet, self.onet = pnet(), rnet(), onet()
         self.min_face_size = 20
         self.thresholds = (0.6, 0.7, 0.7)
         self.factor = 0.709
@@ -167,9 +161,9 @@ class MTCNN(nn.Module):
     def detect(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         boxes = self.propose(image)
         if len(boxes):
-            boxes = self.stage(image, boxes, self.rnet, 24, self.thresholds[1])
+            boxes = self.stage(image, boxes, self.refine_net, 24, self.thresholds[1])
         if len(boxes):
-            boxes = self.stage(image, boxes, self.onet, 48, self.thresholds[2], last=True)
+            boxes = self.stage(image, boxes, self.output_net, 48, self.thresholds[2], last=True)
         return {
             "boxes": boxes[:, :4].reshape(-1, 4),
             "labels": torch.full((len(boxes),), FACE, dtype=torch.long),
@@ -192,7 +186,7 @@ class MTCNN(nn.Module):
         for scale in self.scales(h, w):
             size = (int(h * scale + 1), int(w * scale + 1))
             scaled = F.interpolate(image.unsqueeze(0), size=size, mode="area")
-            offsets, probs = self.pnet((scaled - 127.5) * 0.0078125)
+            offsets, probs = run_pnet(self.pnet, (scaled - 127.5) * 0.0078125)
             boxes = self.windows(offsets[0], probs[0, 1], scale)
             found.append(boxes[nms(boxes[:, :4], boxes[:, 4], 0.5)])
         if not found:
@@ -211,7 +205,13 @@ class MTCNN(nn.Module):
             [top_left, bottom_right, probs[ys, xs].unsqueeze(1), offsets[:, ys, xs].T], dim=1
         )
 
-    def stage(self, image: torch.Tensor, boxes: torch.Tensor, net: nn.Module, size: int,
+    def refine_net(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return run_rnet(self.rnet, x)
+
+    def output_net(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return run_onet(self.onet, x)
+
+    def stage(self, image: torch.Tensor, boxes: torch.Tensor, net: Net, size: int,
               threshold: float, last: bool = False) -> torch.Tensor:
         """Stages 2 and 3: re-score crops of the candidates, refine and de-duplicate."""
         offsets, probs = net(crops(image, boxes, size))

@@ -2,9 +2,10 @@
 
 The four topics are AG_NEWS's: World, Sports, Business, Sci/Tech; data/ holds a
 hundred hand-written news sentences for each. Every fourth sentence of each topic is
-held out. Tokens are the text_classifier handler's own (TorchServe's clean-up,
+held out. Tokens are the text_classifier handler's own (TorchServe's clean-up and
 ``basic_english``; single words, set by ``ngrams: 1`` in the archive's
-model-config.yaml), so the vocabulary built here matches what the server sees. Writes <out>/news.mar (built-in handler ``text_classifier``, ``source_vocab.pt``,
+model-config.yaml), so the vocabulary built here matches what the server sees.
+Writes <out>/news.mar (built-in handler ``text_classifier``, ``source_vocab.pt``,
 ``index_to_name.json``) and the held-out sentences as text files in
 <out>/samples/news/. Seeded, a few seconds on a CPU, no network.
 """
@@ -64,6 +65,7 @@ def encode(texts: list[str], stoi: dict[str, int]) -> tuple[torch.Tensor, torch.
 
 
 def train(examples: list[Example], stoi: dict[str, int]) -> TextSentiment:
+    torch.set_num_threads(1)  # small ops: extra threads only spin, on a busy CPU badly
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     model = TextSentiment()

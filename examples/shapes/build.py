@@ -39,6 +39,7 @@ def as_input(images: np.ndarray) -> torch.Tensor:
 def train() -> ShapesUNet:
     images, masks = scenes(TRAIN_SEED, TRAIN_SCENES)
     x, y = as_input(images), torch.tensor(masks)
+    torch.set_num_threads(1)  # small ops: extra threads only spin, on a busy CPU badly
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(0)
     model = ShapesUNet(len(CLASSES))

@@ -1,9 +1,10 @@
 """Generated scenes for the segmentation example: shapes on textured backgrounds.
 
 Each scene is a ``size`` x ``size`` RGB image with one or two solid shapes (circle,
-square, triangle) over a random texture (stripes, checks or blotches), never overlapping and in
-colours that stand out from the texture, and the mask of each pixel's class. Everything comes from one ``numpy.random.Generator``, so a seed
-gives the same scenes on every machine.
+square, triangle) over a random texture (stripes, checks or blotches), never
+overlapping and in colours that stand out from the texture, and the mask of each
+pixel's class. Everything comes from one ``numpy.random.Generator``, so a seed gives
+the same scenes on every machine.
 """
 
 from __future__ import annotations

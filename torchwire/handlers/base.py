@@ -66,12 +66,45 @@ def merge_results(results: list[Any], failures: list[BaseException | None]) -> l
     return [next(good) if err is None else err for err in failures]
 
 
+def regroup(flat: list[Any], counts: list[tuple[int, bool]]) -> list[Any]:
+    """Per-input results back to per-request answers: a list where a request sent several."""
+    results = iter(flat)
+    answers = []
+    for count, several in counts:
+        mine = [next(results) for _ in range(count)]
+        answers.append(mine if several else mine[0])
+    return answers
+
+
 def check_count(handler: object, results: Any, expected: int, what: str) -> list[Any]:
     """``results`` if it is a list of ``expected`` items; a HandlerError saying so if not."""
     if not isinstance(results, list) or len(results) != expected:
         got = len(results) if isinstance(results, list) else type(results).__name__
         raise HandlerError(f"{type(handler).__name__} returned {got} results for {expected} {what}")
     return results
+
+
+OPTION_FIELDS = frozenset({"target"})
+
+
+def input_fields(
+    row: Any, single: tuple[str, ...], what: str
+) -> tuple[list[tuple[str, Any]], bool]:
+    """A request's inputs as ``(field, value)`` pairs, and whether it sent several.
+
+    The first of the ``single`` fields present (``data``, ``body``) is the one input,
+    TorchServe's rule; without any, every field except options such as ``target`` is
+    an input (a multipart form of several files), answered in the order sent.
+    """
+    if isinstance(row, dict):
+        for key in single:
+            if row.get(key) is not None:
+                return [(key, row[key])], False
+        fields = [(k, v) for k, v in row.items() if k not in OPTION_FIELDS and v is not None]
+        if fields:
+            return fields, len(fields) > 1
+    raise InvalidInput(f"the request has no {what}: send it as the body or as the multipart "
+                       f"field 'data'")
 
 
 def row_target(row: Any) -> int | None:

@@ -1,19 +1,27 @@
 """TextHandler: the base for text models — UTF-8 text in, vocabulary ids out, per request.
 
 A request's text is its raw body, the field ``data`` (or ``text``), a JSON string, a
-JSON object with ``text`` or ``data``, or a KServe instance. Each request is decoded
-and tokenised on its own: input that is not UTF-8 text (an image, a binary file),
-or has no words, gets its own 400 while the rest of the batch runs.
+JSON object with ``text`` or ``data``, or a KServe instance; a multipart request with
+several files and no ``data`` field is answered with a list, one answer per file.
+Each request is decoded and tokenised on its own: input that is not UTF-8 text (an
+image, a binary file), or has no words, gets its own 400 while the rest of the batch
+runs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torchwire.errors import InvalidInput
-from torchwire.handlers.base import BaseHandler, check_count, merge_results
+from torchwire.handlers.base import (
+    BaseHandler,
+    check_count,
+    input_fields,
+    merge_results,
+    regroup,
+)
 from torchwire.handlers.context import Context
 from torchwire.handlers.tokens import Vocabulary, basic_english, clean, load_vocabulary, ngrams
 from torchwire.handlers.transforms import handler_config, positive_int
@@ -65,13 +73,15 @@ def decode_text(value: Any) -> str:
     return value
 
 
+def text_fields(row: Any) -> tuple[list[tuple[str, Any]], bool]:
+    """A request's texts as ``(field, value)`` pairs, and whether it sent several."""
+    return input_fields(row, TEXT_FIELDS, "text")
+
+
 def text_of(row: Any) -> str:
-    """The text a request sent, from the first text field it has."""
-    if isinstance(row, dict):
-        for key in TEXT_FIELDS:
-            if row.get(key) is not None:
-                return decode_text(row[key])
-    raise InvalidInput("the request has no text: send it as the body or as the field 'data'")
+    """The (first) text a request sent."""
+    (_, value), *_ = text_fields(row)[0]
+    return decode_text(value)
 
 
 @dataclass
@@ -80,6 +90,16 @@ class Tokens:
 
     ids: torch.Tensor
     tokens: list[str]
+
+
+@dataclass
+class _Prepared:
+    """The tokenised texts of a batch, the request of each, and per-request counts."""
+
+    items: list[Tokens] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    counts: list[tuple[int, bool]] = field(default_factory=list)
+    failures: list[BaseException | None] = field(default_factory=list)
 
 
 class TextHandler(BaseHandler):
@@ -114,20 +134,29 @@ class TextHandler(BaseHandler):
         ids = torch.as_tensor(self.source_vocab.ids(tokens), dtype=torch.long)
         return Tokens(ids, tokens)
 
-    def _prepare(
-        self, data: list[dict[str, Any]]
-    ) -> tuple[list[Tokens], list[dict[str, Any]], list[BaseException | None]]:
-        prepared: list[Tokens] = []
-        rows: list[dict[str, Any]] = []
-        failures: list[BaseException | None] = []
+    def _prepare_row(self, row: dict[str, Any]) -> tuple[list[Tokens], bool]:
+        fields, several = text_fields(row)
+        items = []
+        for name, value in fields:
+            try:
+                items.append(self.preprocess_text(decode_text(value)))
+            except InvalidInput as exc:
+                raise InvalidInput(f"field {name!r}: {exc}" if several else str(exc)) from exc
+        return items, several
+
+    def _prepare(self, data: list[dict[str, Any]]) -> _Prepared:
+        out = _Prepared()
         for row in data:
             try:
-                prepared.append(self.preprocess_text(text_of(row)))
-                rows.append(row)
-                failures.append(None)
+                items, several = self._prepare_row(row)
             except InvalidInput as exc:
-                failures.append(exc)
-        return prepared, rows, failures
+                out.failures.append(exc)
+                continue
+            out.items += items
+            out.rows += [row] * len(items)
+            out.counts.append((len(items), several))
+            out.failures.append(None)
+        return out
 
     def collate(self, items: list[Tokens]) -> Any:
         """The model input for a batch: by default the id tensors as a list."""
@@ -141,10 +170,11 @@ class TextHandler(BaseHandler):
         self.context = context
         if type(self).preprocess is not BaseHandler.preprocess:
             return super().handle(data, context)
-        items, rows, failures = self._prepare(data)
-        results: list[Any] = []
+        prepared = self._prepare(data)
+        items, results = prepared.items, []
         if items and self._is_explain():
-            results = self.explain_rows(items, rows)
+            results = self.explain_rows(items, prepared.rows)
         elif items:
             results = self.postprocess(self.inference(self.collate(items)))
-        return merge_results(check_count(self, results, len(items), "texts"), failures)
+        check_count(self, results, len(items), "texts")
+        return merge_results(regroup(results, prepared.counts), prepared.failures)

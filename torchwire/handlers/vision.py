@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from PIL import Image
 
 from torchwire.errors import HandlerError, InvalidInput
-from torchwire.handlers.base import BaseHandler, check_count, merge_results
+from torchwire.handlers.base import (
+    BaseHandler,
+    check_count,
+    input_fields,
+    merge_results,
+    regroup,
+)
 from torchwire.handlers.context import Context
 from torchwire.handlers.images import DEFAULT_MODE, decode_image
 from torchwire.handlers.transforms import (
@@ -35,25 +41,11 @@ if TYPE_CHECKING:
 __all__ = ["VisionHandler", "decode_image", "handler_config", "image_fields"]
 
 SINGLE_FIELDS = ("data", "body")
-OPTION_FIELDS = frozenset({"target"})
-NO_IMAGE = "the request has no image: send it as the body or as the multipart field 'data'"
 
 
 def image_fields(row: Any) -> tuple[list[tuple[str, Any]], bool]:
-    """A request's images as ``(field, value)`` pairs, and whether it sent several.
-
-    ``data`` or ``body`` is the one image (TorchServe's rule); without either, every
-    field except options such as ``target`` is an image (a multipart form of files).
-    """
-    if not isinstance(row, dict):
-        raise InvalidInput(NO_IMAGE)
-    for key in SINGLE_FIELDS:
-        if row.get(key) is not None:
-            return [(key, row[key])], False
-    files = [(k, v) for k, v in row.items() if k not in OPTION_FIELDS and v is not None]
-    if not files:
-        raise InvalidInput(NO_IMAGE)
-    return files, len(files) > 1
+    """A request's images as ``(field, value)`` pairs, and whether it sent several."""
+    return input_fields(row, SINGLE_FIELDS, "image")
 
 
 class _Prepared:
@@ -173,9 +165,5 @@ class VisionHandler(BaseHandler):
         if self._overrides_preprocess():
             return self._run(self.preprocess(data), data)
         prepared = self._prepare(data)
-        flat = iter(self._run_all(prepared) if prepared.tensors else [])
-        answers = []
-        for count, several in prepared.counts:
-            mine = [next(flat) for _ in range(count)]
-            answers.append(mine if several else mine[0])
-        return merge_results(answers, prepared.failures)
+        flat = self._run_all(prepared) if prepared.tensors else []
+        return merge_results(regroup(flat, prepared.counts), prepared.failures)
