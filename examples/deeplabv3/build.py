@@ -4,7 +4,8 @@ Writes <out>/deeplabv3.mar. The weights come from torch.manual_seed(0), not from
 training, and nothing is downloaded: the archive exercises the VOC segmentation path
 (torchvision's ``{"out": ...}`` dict) and times it; its masks are meaningless. Class
 names are torchvision's bundled VOC category list. Images are resized to 96 pixels
-on the shorter side so that the [21, H, W] answer stays well under max_response_size.
+on the shorter side (and not cropped) so that the [21, H, W] answer stays well under
+max_response_size.
 """
 
 import argparse
@@ -26,6 +27,7 @@ from torchwire.archive import Manifest, write_archive  # noqa: E402
 MODEL_CONFIG = """\
 handler:
   resize: 96
+  crop: null
 """
 
 

@@ -28,6 +28,12 @@ TRAIN_SEED, CHECK_SEED, SAMPLE_SEED = 0, 1, 2
 TRAIN_SCENES, EPOCHS, BATCH = 2000, 6, 32
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
+MODEL_CONFIG = """\
+# segment each image at its own size (TorchServe's default would resize and crop to 224)
+handler:
+  resize: null
+  crop: null
+"""
 
 
 def as_input(images: np.ndarray) -> torch.Tensor:
@@ -77,14 +83,16 @@ def build(out: Path) -> Path:
     model = train()
     print(f"shapes U-Net mean IoU on fresh scenes (in process): {check(model):.3f}")
     with tempfile.TemporaryDirectory() as tmp:
-        weights, labels = Path(tmp) / "shapes.pt", Path(tmp) / "index_to_name.json"
+        weights, labels, config = (Path(tmp) / n for n in
+                                   ("shapes.pt", "index_to_name.json", "model-config.yaml"))
         torch.save(model.state_dict(), weights)
         labels.write_text(json.dumps(dict(enumerate(CLASSES))))
+        config.write_text(MODEL_CONFIG)
         manifest = Manifest(model_name="shapes", model_version="1.0",
                             handler="image_segmenter", serialized_file="shapes.pt",
-                            model_file="model.py")
+                            model_file="model.py", config_file="model-config.yaml")
         files = {"model.py": HERE / "model.py", "shapes.pt": weights,
-                 "index_to_name.json": labels}
+                 "index_to_name.json": labels, "model-config.yaml": config}
         path = write_archive(manifest, files, out, force=True)
     write_samples(out / "samples" / "shapes")
     return path

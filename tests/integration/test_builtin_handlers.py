@@ -110,6 +110,7 @@ def make_worker(model_dir: Path) -> WorkerFactory:
                 torch.save(content, path)
         manifest = {"runtime": "python", "model": {"modelName": "m", "modelVersion": "1.0",
                                                    "handler": handler, "modelFile": "model.py"}}
+        torch.manual_seed(0)
         spec = WorkerSpec("m", "1.0", str(model_dir), manifest, handler, 8, 10, None, 1,
                           {"handler": config or {}})
         return load(spec)
@@ -135,12 +136,15 @@ def png(width: int, height: int) -> bytes:
     return buf.getvalue()
 
 
+NATIVE = {"resize": None, "crop": None}
+
+
 # -- image_segmenter --------------------------------------------------------------------
 @pytest.mark.parametrize("wrap", [True, False], ids=["out-dict", "tensor"])
 def test_segmenter_answers_classes_by_height_by_width(
     make_worker: WorkerFactory, wrap: bool
 ) -> None:
-    worker = make_worker(SEGMENTER.replace("WRAP", str(wrap)), "image_segmenter")
+    worker = make_worker(SEGMENTER.replace("WRAP", str(wrap)), "image_segmenter", NATIVE)
     outcomes = run(worker, item(png(20, 10)), item(b"not an image"), item(png(20, 10)))
     assert [o.status for o in outcomes] == [200, 400, 200]
     probs = np.array(body(outcomes[0]))
@@ -149,7 +153,7 @@ def test_segmenter_answers_classes_by_height_by_width(
 
 
 def test_segmenter_runs_one_model_call_per_image_size(make_worker: WorkerFactory) -> None:
-    worker = make_worker(SEGMENTER.replace("WRAP", "True"), "image_segmenter")
+    worker = make_worker(SEGMENTER.replace("WRAP", "True"), "image_segmenter", NATIVE)
     outcomes = run(worker, item(png(20, 10)), item(png(8, 8)), item(png(20, 10)))
     assert [np.array(body(o)).shape for o in outcomes] == [(3, 10, 20), (3, 8, 8), (3, 10, 20)]
     assert sorted(worker.service.instance.model.calls) == [(1, 3, 8, 8), (2, 3, 10, 20)]
@@ -157,10 +161,28 @@ def test_segmenter_runs_one_model_call_per_image_size(make_worker: WorkerFactory
 
 def test_segmenter_resize_and_decimals_from_config(make_worker: WorkerFactory) -> None:
     worker = make_worker(SEGMENTER.replace("WRAP", "False"), "image_segmenter",
-                         {"resize": 6, "decimals": 2})
+                         {"resize": 6, "crop": None, "decimals": 2})
     probs = body(run(worker, item(png(20, 10)))[0])
     assert np.array(probs).shape == (3, 6, 12)
     assert all(round(v, 2) == v for v in np.array(probs).ravel().tolist())
+
+
+def test_segmenter_defaults_are_torchserves_224_crop(make_worker: WorkerFactory) -> None:
+    worker = make_worker(SEGMENTER.replace("WRAP", "True"), "image_segmenter")
+    assert np.array(body(run(worker, item(png(300, 260)))[0])).shape == (3, 224, 224)
+
+
+def test_segmenter_classes_output_is_torchserves_compact_form(
+    make_worker: WorkerFactory
+) -> None:
+    worker = make_worker(SEGMENTER.replace("WRAP", "True"), "image_segmenter",
+                         {**NATIVE, "output": "classes"})
+    compact = np.array(body(run(worker, item(png(6, 4)))[0]))
+    full = np.array(body(run(make_worker(SEGMENTER.replace("WRAP", "True"), "image_segmenter",
+                                         NATIVE), item(png(6, 4)))[0]))
+    assert compact.shape == (4, 6, 2)
+    assert np.array_equal(compact[..., 0], full.argmax(axis=0))
+    assert np.allclose(compact[..., 1], full.max(axis=0), atol=1e-4)
 
 
 def test_segmenter_without_explanations_is_501(make_worker: WorkerFactory) -> None:

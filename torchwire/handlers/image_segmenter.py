@@ -2,22 +2,26 @@
 
 Answers, per image, the per-pixel class probabilities shaped ``[classes, H, W]`` (so a
 batch is ``[N, CL, H, W]``), rounded to ``decimals`` places (default 4) to keep the
-JSON small. Models may return a tensor ``[N, CL, H, W]`` of logits or torchvision's
-``{"out": ...}`` dict. Images are normalised with ImageNet's statistics and kept at
-their own size unless model-config.yaml's ``handler:`` section sets ``resize``/``crop``;
-images of different sizes in one batch run as one model call per size.
+JSON small; ``output: classes`` answers TorchServe's compact ``[H, W, 2]`` instead
+(each pixel's top class and its probability). Models may return a tensor
+``[N, CL, H, W]`` of logits or torchvision's ``{"out": ...}`` dict. Transforms are
+TorchServe's (resize 256, centre crop 224, ImageNet normalisation) unless
+model-config.yaml's ``handler:`` section says otherwise (``resize: null`` and
+``crop: null`` keep each image's own size; images of different sizes in one batch
+then run as one model call per size).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 from torchwire.errors import HandlerError
 from torchwire.handlers.context import Context
-from torchwire.handlers.transforms import IMAGENET_MEAN, IMAGENET_STD, handler_config
+from torchwire.handlers.transforms import handler_config
 from torchwire.handlers.vision import VisionHandler
 
 DEFAULT_DECIMALS = 4
+OUTPUTS = ("probabilities", "classes")
 
 
 def _decimals(config: dict[str, Any]) -> int | None:
@@ -44,19 +48,26 @@ def logits_of(output: Any) -> Any:
 class ImageSegmenter(VisionHandler):
     """Semantic segmentation: class probabilities per pixel, ``[classes, H, W]`` per image."""
 
-    transform_defaults: ClassVar[dict[str, Any]] = {
-        "resize": None, "crop": None, "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
-    }
+
     decimals: int | None = DEFAULT_DECIMALS
+    output: str = "probabilities"
 
     def initialize(self, context: Context) -> None:
         super().initialize(context)
-        self.decimals = _decimals(handler_config(context))
+        config = handler_config(context)
+        self.decimals = _decimals(config)
+        self.output = config.get("output", self.output)
+        if self.output not in OUTPUTS:
+            raise HandlerError(f"model config handler.output must be one of {OUTPUTS}, "
+                               f"not {self.output!r}")
 
     def postprocess(self, data: Any) -> list[Any]:
         import torch
 
         probs = torch.softmax(logits_of(data).detach().float(), dim=1).cpu().double()
+        if self.output == "classes":
+            top = probs.max(dim=1)
+            probs = torch.stack([top.indices.to(probs.dtype), top.values], dim=3)
         if self.decimals is not None:
             probs = torch.round(probs, decimals=self.decimals)
         return [image.tolist() for image in probs]
