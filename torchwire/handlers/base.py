@@ -6,11 +6,13 @@ the returned list: that request alone gets the error, the others their results.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -117,6 +119,24 @@ def row_target(row: Any) -> int | None:
     if value is None or (isinstance(value, int) and not isinstance(value, bool)):
         return value
     raise InvalidInput(f"'target' must be a class index (an integer), not {value!r}")
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch ops on one intra-op thread, as per-image transforms should.
+
+    Small tensor ops (ToTensor, Normalize on one image) gain nothing from the worker's
+    thread pool and lose much when the cores are busy: the pool's threads wait for
+    each other on every op. Inference, on whole batches, keeps all the threads.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def pick_device(gpu_id: int | None) -> Any:

@@ -22,6 +22,7 @@ from torchwire.handlers.base import (
     check_count,
     input_fields,
     merge_results,
+    one_thread,
     regroup,
 )
 from torchwire.handlers.context import Context
@@ -164,6 +165,7 @@ class VisionHandler(BaseHandler):
         self.context = context
         if self._overrides_preprocess():
             return self._run(self.preprocess(data), data)
-        prepared = self._prepare(data)
+        with one_thread():
+            prepared = self._prepare(data)
         flat = self._run_all(prepared) if prepared.tensors else []
         return merge_results(regroup(flat, prepared.counts), prepared.failures)
