@@ -301,3 +301,26 @@ def test_clean_and_ngrams() -> None:
     assert basic_english(clean("We can't <b>stop</b> — café!")) == ["we", "cannot", "stop", "cafe"]
     assert expand_contractions("They're here") == "they are here"
     assert ngrams(["a", "b", "c"], 2) == ["a", "b", "c", "a b", "b c"]
+
+
+def test_detector_with_user_inference_keeps_boxes_as_given(
+    make_worker: WorkerFactory, model_dir: Path
+) -> None:
+    (model_dir / "my_detector.py").write_text(textwrap.dedent(
+        """
+        import torch
+
+        from torchwire.handlers.object_detector import ObjectDetector
+
+
+        class Fixed(ObjectDetector):
+            def inference(self, data, *args, **kwargs):
+                return [{"boxes": torch.tensor([[1.0, 2.0, 3.0, 4.0]]),
+                         "labels": torch.tensor([7]), "scores": torch.tensor([0.8])}
+                        for _ in data]
+        """))
+    worker = make_worker(DETECTOR, "my_detector.py", {"resize": 5})
+    outcomes = run(worker, item(png(40, 20)), item(png(10, 10)))
+    expected = [{"7": [1.0, 2.0, 3.0, 4.0], "score": pytest.approx(0.8)}]
+    assert [body(o) for o in outcomes] == [expected, expected]
+    sys.modules.pop("my_detector", None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from torchwire.errors import HandlerError
-from torchwire.handlers.base import check_count, label_of
+from torchwire.handlers.base import label_of
 from torchwire.handlers.context import Context
 from torchwire.handlers.transforms import fraction, handler_config
 from torchwire.handlers.vision import VisionHandler
@@ -63,14 +63,22 @@ class ObjectDetector(VisionHandler):
             return self.model(images, *args, **kwargs)
 
     def postprocess(self, data: Any) -> list[Any]:
-        outputs = check_count(self, list(data), len(self.input_sizes), "images")
-        return [self.detections(out, i) for i, out in enumerate(outputs)]
+        outputs = list(data)
+        count = len(outputs)
+        inputs = self.input_sizes if len(self.input_sizes) == count else self.image_sizes
+        originals = self.image_sizes if len(self.image_sizes) == count else inputs
+        if len(originals) != count:
+            raise HandlerError(f"{type(self).__name__} cannot tell the sizes of the "
+                               f"{count} images the model answered for")
+        self.input_sizes = []  # this batch's; an overridden inference() sets none
+        return [self.detections(out, originals[i], inputs[i]) for i, out in enumerate(outputs)]
 
-    def detections(self, output: Any, index: int) -> list[dict[str, Any]]:
+    def detections(self, output: Any, original: tuple[int, int],
+                   model_input: tuple[int, int]) -> list[dict[str, Any]]:
         """One image's detections above the threshold, boxes in its original pixels."""
         boxes, labels, scores = _detection(output)
-        width, height = self.image_sizes[index] if self.image_sizes else self.input_sizes[index]
-        in_w, in_h = self.input_sizes[index]
+        width, height = original
+        in_w, in_h = model_input
         scale = boxes.new_tensor([width / in_w, height / in_h, width / in_w, height / in_h])
         limit = boxes.new_tensor([width, height, width, height])
         boxes = (boxes.detach().float() * scale).clamp(min=0).minimum(limit).cpu()

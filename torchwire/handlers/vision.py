@@ -164,6 +164,7 @@ class VisionHandler(BaseHandler):
         """Run the batch; a request whose image fails to decode gets its own error."""
         self.context = context
         if self._overrides_preprocess():
+            self.image_sizes = []
             return self._run(self.preprocess(data), data)
         with one_thread():
             prepared = self._prepare(data)
