@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import importlib
-import importlib.util
 import io
 import json
 import sys
@@ -353,12 +352,22 @@ def test_label_of() -> None:
     assert label_of({"7": []}, 7) == "7"
 
 
-def test_explain_without_captum_is_501(make_worker: WorkerFactory) -> None:
-    if importlib.util.find_spec("captum") is not None:
-        pytest.skip("captum is installed")
-    outcome = run(make_worker(), jpeg(), explain=True)[0]
+def test_explain_without_captum_is_501(
+    make_worker: WorkerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = make_worker()
+    monkeypatch.setitem(sys.modules, "captum.attr", None)  # import fails as if not installed
+    outcome = run(worker, jpeg(), explain=True)[0]
     assert outcome.status == 501
     assert "pip install captum" in body(outcome)["message"]
+
+
+def test_explain_is_shaped_like_the_input(make_worker: WorkerFactory) -> None:
+    outcomes = run(make_worker(), jpeg(), b"junk", encode(gradient((64, 64))), explain=True)
+    assert [o.status for o in outcomes] == [200, 400, 200]
+    for outcome in (outcomes[0], outcomes[2]):
+        attributions = np.array(body(outcome))
+        assert attributions.shape == (3, 28, 28) and np.isfinite(attributions).all()
 
 
 def test_user_preprocess_override_still_used(make_worker: WorkerFactory, model_dir: Path) -> None:

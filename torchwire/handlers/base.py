@@ -6,16 +6,18 @@ the returned list: that request alone gets the error, the others their results.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from torchwire.errors import ExplanationsNotSupported, HandlerError
+from torchwire.errors import ExplanationsNotSupported, HandlerError, InvalidInput
 from torchwire.handlers.context import Context
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,95 @@ def load_label_mapping(path: Path) -> dict[str, Any] | None:
     if not isinstance(mapping, dict):
         raise HandlerError(f"{path.name} must hold a JSON object mapping class index to name")
     return mapping
+
+
+def label_of(mapping: dict[str, Any] | None, index: int) -> str:
+    """The class name for ``index``; the index as a string when there is none.
+
+    A mapping value may be a name or a list whose last element is the name, as in
+    ImageNet's ``["n02123045", "tabby"]``.
+    """
+    name = mapping.get(str(index)) if mapping else None
+    if isinstance(name, list | tuple):
+        name = name[-1] if name else None
+    return str(index) if name is None else str(name)
+
+
+def merge_results(results: list[Any], failures: list[BaseException | None]) -> list[Any]:
+    """The good rows' results in order, with each failed row's exception at its place."""
+    good = iter(results)
+    return [next(good) if err is None else err for err in failures]
+
+
+def regroup(flat: list[Any], counts: list[tuple[int, bool]]) -> list[Any]:
+    """Per-input results back to per-request answers: a list where a request sent several."""
+    results = iter(flat)
+    answers = []
+    for count, several in counts:
+        mine = [next(results) for _ in range(count)]
+        answers.append(mine if several else mine[0])
+    return answers
+
+
+def check_count(handler: object, results: Any, expected: int, what: str) -> list[Any]:
+    """``results`` if it is a list of ``expected`` items; a HandlerError saying so if not."""
+    if not isinstance(results, list) or len(results) != expected:
+        got = len(results) if isinstance(results, list) else type(results).__name__
+        raise HandlerError(f"{type(handler).__name__} returned {got} results for {expected} {what}")
+    return results
+
+
+OPTION_FIELDS = frozenset({"target"})
+
+
+def input_fields(
+    row: Any, single: tuple[str, ...], what: str
+) -> tuple[list[tuple[str, Any]], bool]:
+    """A request's inputs as ``(field, value)`` pairs, and whether it sent several.
+
+    The first of the ``single`` fields present (``data``, ``body``) is the one input,
+    TorchServe's rule; without any, every field except options such as ``target`` is
+    an input (a multipart form of several files), answered in the order sent.
+    """
+    if isinstance(row, dict):
+        for key in single:
+            if row.get(key) is not None:
+                return [(key, row[key])], False
+        fields = [(k, v) for k, v in row.items() if k not in OPTION_FIELDS and v is not None]
+        if fields:
+            return fields, len(fields) > 1
+    raise InvalidInput(f"the request has no {what}: send it as the body or as the multipart "
+                       f"field 'data'")
+
+
+def row_target(row: Any) -> int | None:
+    """The ``target`` class a request asks an explanation for (JSON, form field or query)."""
+    value = row.get("target") if isinstance(row, dict) else None
+    if isinstance(value, bytes | bytearray):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    raise InvalidInput(f"'target' must be a class index (an integer), not {value!r}")
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch ops on one intra-op thread, as per-image transforms should.
+
+    Small tensor ops (ToTensor, Normalize on one image) gain nothing from the worker's
+    thread pool and lose much when the cores are busy: the pool's threads wait for
+    each other on every op. Inference, on whole batches, keeps all the threads.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def pick_device(gpu_id: int | None) -> Any:
