@@ -32,6 +32,8 @@ class RunningServer:
     proc: subprocess.Popen[bytes]
     url: str
     log_dir: Path
+    grpc_target: str = ""  # host:port of the gRPC inference API
+    grpc_management_target: str = ""
 
     def client(self, **kw: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60, **kw)  # type: ignore[arg-type]
@@ -65,6 +67,8 @@ def start_server(tmp: Path, store: Path, models: list[str], config: dict[str, ob
         "inference_address": f"http://127.0.0.1:{port}",
         "management_address": f"http://127.0.0.1:{free_port()}",
         "metrics_address": f"http://127.0.0.1:{free_port()}",
+        "grpc_inference_port": free_port(),
+        "grpc_management_port": free_port(),
         **config,
     }
     cfg = tmp / "config.properties"
@@ -75,7 +79,9 @@ def start_server(tmp: Path, store: Path, models: list[str], config: dict[str, ob
            "--models", *models]
     proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    server = RunningServer(proc, f"http://127.0.0.1:{port}", log_dir)
+    server = RunningServer(proc, f"http://127.0.0.1:{port}", log_dir,
+                           f"127.0.0.1:{props['grpc_inference_port']}",
+                           f"127.0.0.1:{props['grpc_management_port']}")
     try:
         wait_for_ping(server.url, proc, want_ping, 90)
     except BaseException:

@@ -19,10 +19,12 @@ from starlette.routing import BaseRoute
 import torchwire
 from torchwire.api.inference import InferenceAPI
 from torchwire.api.kserve import KServeV1API
+from torchwire.api.kserve_v2 import KServeV2API
 from torchwire.api.responses import EXCEPTION_HANDLERS
 from torchwire.config import Address, Settings
 from torchwire.devices import GpuAllocator, visible_gpu_count
 from torchwire.errors import ServeError
+from torchwire.grpc.server import Authorizer, GrpcListeners
 from torchwire.registry import ModelRegistry
 from torchwire.store import ModelSpec, ModelStore
 
@@ -64,12 +66,15 @@ class Server:
         self.store = ModelStore(settings, self.gpus)
         self._stop = asyncio.Event()
         self._listeners: list[_Listener] = []
+        self.grpc_authorizer: Authorizer | None = None  # token auth for gRPC calls, when on
+        self.grpc: GrpcListeners | None = None
 
     # -- apps --------------------------------------------------------------------
     def inference_routes(self) -> list[BaseRoute]:
         routes: list[BaseRoute] = []
         routes += InferenceAPI(self.registry, self.settings).routes()
         routes += KServeV1API(self.registry, self.settings).routes()
+        routes += KServeV2API(self.registry, self.settings).routes()
         return routes
 
     def apps(self) -> list[tuple[str, Address, Starlette]]:
@@ -86,6 +91,9 @@ class Server:
         serving = [self._serve(name, addr, app) for name, addr, app in self.apps()]
         tasks = [loop.create_task(c) for c in serving]
         try:
+            self.grpc = GrpcListeners(self.settings, self.registry, self.store,
+                                      self.grpc_authorizer)
+            await self.grpc.start()
             await self.load_startup_models()
             await self._stop.wait()
         finally:
@@ -133,6 +141,8 @@ class Server:
 
     async def shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         log.info("stopping: draining requests and workers")
+        if self.grpc is not None:
+            await self.grpc.stop()
         for listener in self._listeners:
             listener.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)
