@@ -51,7 +51,9 @@ class ModelMetadata:
 
 def read_metadata(yaml_config: dict[str, Any]) -> ModelMetadata:
     """The ``oip`` section of model-config.yaml; InternalError naming the bad key."""
-    section = yaml_config.get(SECTION) or {}
+    section = yaml_config.get(SECTION)
+    if section is None:
+        return ModelMetadata()
     if not isinstance(section, dict):
         raise _bad("must be a mapping with platform, inputs and outputs")
     platform = section.get("platform", DEFAULT_PLATFORM)
