@@ -161,7 +161,11 @@ def test_torchserve_made_archive_serves(tmp_path: Path) -> None:
     import torch
 
     sys.path.insert(0, str(src))
-    from model import DigitsMLP  # type: ignore[import-not-found]
+    try:
+        from model import DigitsMLP  # type: ignore[import-not-found]
+    finally:  # leave no "model" module behind for later tests that import their own
+        sys.path.remove(str(src))
+        sys.modules.pop("model", None)
 
     torch.save(DigitsMLP().state_dict(), src / "w.pt")
     store = tmp_path / "store"
