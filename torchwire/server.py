@@ -88,12 +88,12 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        self.grpc = GrpcListeners(self.settings, self.registry, self.store,
+                                  self.grpc_authorizer)
+        await self.grpc.start()
         serving = [self._serve(name, addr, app) for name, addr, app in self.apps()]
         tasks = [loop.create_task(c) for c in serving]
         try:
-            self.grpc = GrpcListeners(self.settings, self.registry, self.store,
-                                      self.grpc_authorizer)
-            await self.grpc.start()
             await self.load_startup_models()
             await self._stop.wait()
         finally:
