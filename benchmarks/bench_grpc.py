@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -50,10 +51,12 @@ def predictions_request(model: str, body: bytes) -> bytes:
 
 
 async def run_grpc_load(target: str, request: bytes, concurrency: int, total: int,
-                        max_seconds: float) -> LoadResult:
-    """``total`` unary calls from ``concurrency`` callers, each on its own connection."""
+                        max_seconds: float, connections: int = 1) -> LoadResult:
+    """``total`` unary calls from ``concurrency`` callers sharing ``connections`` channels
+    (0: one per caller), closed loop."""
     options = [("grpc.use_local_subchannel_pool", 1)]  # one TCP connection per channel
-    channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(concurrency)]
+    count = concurrency if connections <= 0 else min(connections, concurrency)
+    channels = [grpc.aio.insecure_channel(target, options=options) for _ in range(count)]
     latencies: list[float] = []
     codes: Counter[str] = Counter()
     samples: dict[str, str] = {}
@@ -81,7 +84,7 @@ async def run_grpc_load(target: str, request: bytes, concurrency: int, total: in
         await asyncio.gather(*(c.channel_ready() for c in channels))
         start = time.perf_counter()
         deadline = start + max_seconds
-        await asyncio.gather(*(caller(c) for c in channels))
+        await asyncio.gather(*(caller(channels[i % count]) for i in range(concurrency)))
     finally:
         await asyncio.gather(*(c.close() for c in channels))
     elapsed = done_at - start
@@ -100,13 +103,38 @@ async def run_grpc_load(target: str, request: bytes, concurrency: int, total: in
 
 
 def grpc_sync(target: str, request: bytes, concurrency: int, total: int,
-              max_seconds: float) -> LoadResult:
-    coro = run_grpc_load(target, request, concurrency, total, max_seconds)
+              max_seconds: float, connections: int = 1) -> LoadResult:
+    coro = run_grpc_load(target, request, concurrency, total, max_seconds, connections)
     try:
         import uvloop
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(pid: int, run: Callable[[], LoadResult]) -> tuple[LoadResult, float, float]:
+    """A load run, and the CPU microseconds per completed request of the server's front
+    process and of this (client) process."""
+    before, client_before = cpu_seconds(pid), cpu_seconds(os.getpid())
+    result = run()
+    used, client = cpu_seconds(pid) - before, cpu_seconds(os.getpid()) - client_before
+    if not result.completed:
+        return result, float("nan"), float("nan")
+    return result, used * 1e6 / result.completed, client * 1e6 / result.completed
+
+
+def medians(runs: list[tuple[LoadResult, float, float]]) -> tuple[float, float, float, float]:
+    """Median req/s, p50 ms, front µs/req and client µs/req over rounds."""
+    return (statistics.median(r.rps for r, _, _ in runs),
+            statistics.median(r.p50_ms for r, _, _ in runs),
+            statistics.median(f for _, f, _ in runs),
+            statistics.median(c for _, _, c in runs))
 
 
 def bench(case: ModelCase, tmp: Path, store: Path, args: argparse.Namespace,
@@ -132,29 +160,32 @@ def bench(case: ModelCase, tmp: Path, store: Path, args: argparse.Namespace,
         run_sync(HOST, port, path, case.body, case.content_type, 16, case.warmup, 10)
         grpc_sync(target, request, 16, case.warmup, 10)
         for c in concurrencies:
-            rest: list[LoadResult] = []
-            rpc: list[LoadResult] = []
+            rest: list[tuple[LoadResult, float, float]] = []
+            rpc: list[tuple[LoadResult, float, float]] = []
+            assert server.proc is not None
+            pid = server.proc.pid
             for _ in range(args.rounds):
-                rest.append(run_sync(HOST, port, path, case.body, case.content_type, c,
-                                     case.requests, args.max_seconds))
-                rpc.append(grpc_sync(target, request, c, case.requests, args.max_seconds))
-            r_rps = statistics.median(x.rps for x in rest)
-            g_rps = statistics.median(x.rps for x in rpc)
-            r_p50 = statistics.median(x.p50_ms for x in rest)
-            g_p50 = statistics.median(x.p50_ms for x in rpc)
-            errors = sum(x.errors for x in rest + rpc)
-            rows.append([str(c), fmt(r_rps), fmt(r_p50, 2), fmt(g_rps), fmt(g_p50, 2),
+                rest.append(measured(pid, lambda c=c: run_sync(
+                    HOST, port, path, case.body, case.content_type, c, case.requests,
+                    args.max_seconds)))
+                rpc.append(measured(pid, lambda c=c: grpc_sync(
+                    target, request, c, case.requests, args.max_seconds, args.grpc_channels)))
+            r_rps, r_p50, r_cpu, r_client = medians(rest)
+            g_rps, g_p50, g_cpu, g_client = medians(rpc)
+            errors = sum(x.errors for x, _, _ in rest + rpc)
+            rows.append([str(c), fmt(r_rps), fmt(r_p50, 2), fmt(r_cpu, 0), fmt(r_client, 0),
+                         fmt(g_rps), fmt(g_p50, 2), fmt(g_cpu, 0), fmt(g_client, 0),
                          fmt(g_rps / r_rps if r_rps else float("nan"), 2), str(errors)])
             print(f"  c={c}: REST {r_rps:.1f} req/s, gRPC {g_rps:.1f} req/s", flush=True)
-            for x in rest + rpc:
+            for x, _, _ in rest + rpc:
                 if x.errors:
                     notes.append(f"c={c}: errors {x.statuses or ''} {x.error_samples}")
     return rows, notes
 
 
 def print_table(rows: list[list[str]], args: argparse.Namespace, notes: list[str]) -> None:
-    headers = ["conc", "REST req/s", "REST p50 ms", "gRPC req/s", "gRPC p50 ms",
-               "gRPC/REST", "errors"]
+    headers = ["conc", "REST req/s", "p50 ms", "front µs", "client µs",
+               "gRPC req/s", "p50 ms", "front µs", "client µs", "gRPC/REST", "errors"]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     print()
     print(f"torchwire REST vs gRPC, digits: {os.cpu_count()} CPU(s), loadavg before run "
@@ -177,7 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-batch-delay", type=int, default=5, help="milliseconds")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--rounds", type=int, default=2, help="alternating REST/gRPC rounds")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating REST/gRPC rounds")
+    ap.add_argument("--grpc-channels", type=int, default=1,
+                    help="gRPC connections the callers share (default 1, as gRPC clients "
+                         "multiplex; 0: one per caller, like the REST side's connections)")
     ap.add_argument("--max-seconds", type=float, default=15.0, help="cap per load run")
     args = ap.parse_args(argv)
     args.loadavg = " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 SRC=torchwire/grpc/protos
-OUT=torchwire/grpc/generated
+OUT=${OUT:-torchwire/grpc/generated}  # another folder: to compare with the checked-in code
 PKG=torchwire.grpc.generated
 
 rm -rf "$OUT"
