@@ -149,6 +149,8 @@ def test_errors_have_proper_codes_and_the_rest_message(
         path += f"/{request_.model_version}" if request_.model_version else ""
         rest = httpx.post(server.url + path, content=request_.input["data"], timeout=60)
         assert rest.json()["message"] == err.details()  # type: ignore[attr-defined]
+        trailers = dict(err.trailing_metadata())  # type: ignore[attr-defined]
+        assert trailers["error-type"] == rest.json()["type"]
 
 
 def test_a_20_mb_image_is_accepted(stub: pb_grpc.InferenceAPIsServiceStub) -> None:

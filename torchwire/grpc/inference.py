@@ -15,12 +15,12 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf import empty_pb2
 
-from torchwire.api.responses import outcome_error
 from torchwire.errors import BadRequest, ServeError
 from torchwire.grpc.generated import inference_pb2 as pb
 from torchwire.grpc.generated import inference_pb2_grpc as pb_grpc
 from torchwire.grpc.generated.google.rpc import status_pb2
 from torchwire.grpc.status import abort, code_number, grpc_code, rpc, unexpected
+from torchwire.oip.request import outcome_failure
 from torchwire.registry import ModelRegistry
 from torchwire.workers.protocol import Item, Param
 
@@ -53,7 +53,7 @@ class InferenceService(pb_grpc.InferenceAPIsServiceServicer):
         model = self.registry.get(request.model_name, request.model_version or None)
         outcome = await model.infer(prediction_item(request, metadata_headers(context)))
         if outcome.status >= 400:
-            raise outcome_error(outcome)
+            raise outcome_failure(outcome)
         return pb.PredictionResponse(prediction=outcome.body)
 
     @rpc

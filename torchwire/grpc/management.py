@@ -171,11 +171,16 @@ class ModelAdmin:
         if not synchronous:
             task = asyncio.get_running_loop().create_task(model.scale(min_workers, max_workers))
             self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            task.add_done_callback(self._scaled)
             return "Processing worker updates..."
         await model.scale(min_workers, max_workers)
         msg = f"Workers scaled to {min_workers} for model: {name}"
         return msg + (f", version: {version}" if version else "")
+
+    def _scaled(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("scaling workers failed", exc_info=task.exception())
 
     def set_default(self, name: str, version: str) -> str:
         if not version:
