@@ -33,9 +33,16 @@ class RunningServer:
     url: str
     log_dir: Path
     metrics_url: str = ""
+    grpc_target: str = ""  # host:port of the gRPC inference API
+    grpc_management_target: str = ""
 
     def client(self, **kw: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60, **kw)  # type: ignore[arg-type]
+
+    def key(self, kind: str) -> str:
+        """A key from the key_file.json the server wrote in its working directory."""
+        keys = json.loads((self.log_dir.parent / "key_file.json").read_text())
+        return str(keys[kind]["key"])
 
     def log_text(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in self.log_dir.glob("*.log"))
@@ -66,6 +73,8 @@ def start_server(tmp: Path, store: Path, models: list[str], config: dict[str, ob
         "inference_address": f"http://127.0.0.1:{port}",
         "management_address": f"http://127.0.0.1:{free_port()}",
         "metrics_address": f"http://127.0.0.1:{free_port()}",
+        "grpc_inference_port": free_port(),
+        "grpc_management_port": free_port(),
         **config,
     }
     cfg = tmp / "config.properties"
@@ -76,7 +85,10 @@ def start_server(tmp: Path, store: Path, models: list[str], config: dict[str, ob
            "--models", *models]
     proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    server = RunningServer(proc, f"http://127.0.0.1:{port}", log_dir, str(props["metrics_address"]))
+    server = RunningServer(proc, f"http://127.0.0.1:{port}", log_dir,
+                           str(props["metrics_address"]),
+                           f"127.0.0.1:{props['grpc_inference_port']}",
+                           f"127.0.0.1:{props['grpc_management_port']}")
     try:
         wait_for_ping(server.url, proc, want_ping, 90)
     except BaseException:
@@ -170,6 +182,91 @@ def server(example_store: Path,
     config = {"max_request_size": 200000, "job_queue_size": 500,
               "models": json.dumps(models)}
     archives = ["digits=digits.mar", "digits=digits-2.0/digits.mar", "toy=toy-1.0/toy.mar"]
+    running = start_server(tmp, store, archives, config)
+    yield running
+    stop_server(running)
+
+
+# -- OIP / gRPC -------------------------------------------------------------------------
+TENSORS = Path(__file__).resolve().parent / "e2e" / "tensors"
+
+TINY_CLASSIFIER = '''
+import torch
+from torch import nn
+
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, kernel_size=3, stride=2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 5)
+
+    def forward(self, x):
+        return self.fc(self.pool(torch.relu(self.conv(x))).flatten(1))
+'''
+
+
+def tensor_archive(store: Path, name: str, yaml_config: str | None = None) -> Path:
+    """The tensor-reporting test handler (tests/e2e/tensors) as an archive."""
+    files = {"tensor_handler.py": TENSORS / "tensor_handler.py"}
+    config_file = None
+    if yaml_config is not None:
+        cfg = store / f".{name}-model-config.yaml"
+        cfg.write_text(yaml_config)
+        files["model-config.yaml"] = cfg
+        config_file = "model-config.yaml"
+    manifest = Manifest(model_name=name, handler="tensor_handler.py", config_file=config_file)
+    return write_archive(manifest, files, store / name, force=True)
+
+
+def tiny_classifier_archive(store: Path, name: str = "tiny") -> Path:
+    """TorchServe's image_classifier handler on a small random CNN (fixed seed)."""
+    import runpy
+
+    import torch
+
+    src = store / f".{name}-src"
+    src.mkdir(exist_ok=True)
+    (src / "model.py").write_text(TINY_CLASSIFIER)
+    torch.manual_seed(0)
+    net = runpy.run_path(str(src / "model.py"))["TinyNet"]()
+    torch.save(net.state_dict(), src / "tiny.pt")
+    (src / "model-config.yaml").write_text("handler:\n  resize: 32\n  crop: 28\n  topk: 3\n")
+    manifest = Manifest(model_name=name, handler="image_classifier", model_file="model.py",
+                        serialized_file="tiny.pt", config_file="model-config.yaml")
+    files = {p.name: p for p in src.iterdir()}
+    return write_archive(manifest, files, store / name, force=True)
+
+
+DECLARED_OIP = """
+oip:
+  platform: test_platform
+  inputs:
+    - {name: x, datatype: FP32, shape: [-1, 3]}
+  outputs:
+    - {name: doubled, datatype: FP32, shape: [-1, 3]}
+    - {name: shape, datatype: INT64, shape: [2]}
+"""
+
+
+@pytest.fixture(scope="session")
+def oip_server(example_store: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """Tensor models, a tiny image classifier, a toy with a one-slot queue; model API on."""
+    tmp = tmp_path_factory.mktemp("oip-server")
+    store = example_store
+    toy_archive(store, "toy")
+    tensor_archive(store, "tensors")
+    tensor_archive(store, "declared", DECLARED_OIP)
+    tiny_classifier_archive(store)
+    models = {
+        "tensors": {"1.0": {"batchSize": 4, "maxBatchDelay": 5}},
+        "queue1": {"1.0": {"batchSize": 1, "maxBatchDelay": 0, "jobQueueSize": 1}},
+    }
+    config = {"enable_model_api": "true", "models": json.dumps(models)}
+    archives = ["tensors=tensors/tensors.mar", "declared=declared/declared.mar",
+                "tiny=tiny/tiny.mar", "queue1=toy-1.0/toy.mar", "digits=digits.mar"]
     running = start_server(tmp, store, archives, config)
     yield running
     stop_server(running)

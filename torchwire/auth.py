@@ -208,3 +208,39 @@ class TokenAuth:
                    (b"www-authenticate", b'Bearer realm="torchwire"')]
         await send({"type": "http.response.start", "status": err.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+# Health RPCs stay open for probes, as /ping and /v2/health/* do over HTTP.
+OPEN_RPCS = frozenset({
+    "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Ping",
+    "/inference.GRPCInferenceService/ServerLive",
+    "/inference.GRPCInferenceService/ServerReady",
+})
+
+
+class GrpcKeyCheck:
+    """Token authorization for gRPC calls, from the ``authorization`` metadata.
+
+    The management service always needs the management key (unless auth is off); the
+    inference service needs the inference key when its address is not loopback or
+    auth is forced — the same rules as the HTTP listeners.
+    """
+
+    def __init__(self, keys: KeyRing, settings: Settings) -> None:
+        self.keys = keys
+        forced = settings.enable_token_authorization
+        open_inference = not forced and settings.grpc_inference.is_loopback
+        self.kinds = {"management": (MANAGEMENT,),
+                      "inference": () if open_inference else (INFERENCE,)}
+
+    def __call__(self, api: str, method: str, authorization: str | None) -> None:
+        kinds = self.kinds.get(api, (MANAGEMENT,))
+        if not kinds or method in OPEN_RPCS:
+            return
+        scheme, _, token = (authorization or "").partition(" ")
+        presented = token.strip().encode() if scheme.lower() == "bearer" else None
+        if not self.keys.matches(kinds, presented):
+            raise Unauthorized(
+                f"missing or wrong key: send metadata 'authorization: Bearer <{' or '.join(kinds)}"
+                f" key>'; the keys are in {self.keys.path}"
+            )

@@ -482,6 +482,13 @@ class Settings:
     grpc_management_address: str = "127.0.0.1"
     grpc_management_port: int = 7071
     enable_grpc: bool = True
+    enable_grpc_ssl: bool = False
+    grpc_max_message_size: int = 64 * 1024 * 1024  # bytes; gRPC takes the larger of this
+    # and max_request_size (max_response_size for answers)
+    grpc_inference_max_connection_age_ms: int | None = None
+    grpc_management_max_connection_age_ms: int | None = None
+    grpc_inference_max_connection_age_grace_ms: int | None = None
+    grpc_management_max_connection_age_grace_ms: int | None = None
     model_store: Path | None = None
     load_models: list[str] = field(default_factory=list)
     models: dict[str, dict[str, ModelSettings]] = field(default_factory=dict)
@@ -526,6 +533,12 @@ _CONVERTERS: dict[str, Converter] = {
     "grpc_management_address": _to_host,
     "grpc_management_port": _to_port,
     "enable_grpc": _to_bool,
+    "enable_grpc_ssl": _to_bool,
+    "grpc_max_message_size": _int_at_least(1),
+    "grpc_inference_max_connection_age_ms": _optional(_int_at_least(1)),
+    "grpc_management_max_connection_age_ms": _optional(_int_at_least(1)),
+    "grpc_inference_max_connection_age_grace_ms": _optional(_int_at_least(0)),
+    "grpc_management_max_connection_age_grace_ms": _optional(_int_at_least(0)),
     "model_store": _optional(_to_path),
     "load_models": _to_load_models,
     "models": _to_models,
@@ -673,6 +686,10 @@ def _check_tls(settings: Settings) -> None:
     if https and not has_cert:
         raise ConfigError(
             f"{', '.join(https)} use https; expected certificate_file and private_key_file"
+        )
+    if settings.enable_grpc_ssl and not has_cert:
+        raise ConfigError(
+            "enable_grpc_ssl=true; expected certificate_file and private_key_file"
         )
 
 

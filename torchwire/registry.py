@@ -13,6 +13,7 @@ class ModelRegistry:
         self._models: dict[str, dict[str, ModelVersion]] = {}
         self._default: dict[str, str] = {}
         self.startup_failures: dict[str, str] = {}  # archive → why it could not be loaded
+        self.starting = False  # the server is still registering its start-up models
 
     def get(self, name: str, version: str | None = None) -> ModelVersion:
         versions = self._models.get(name)
@@ -79,7 +80,9 @@ class ModelRegistry:
 
     def healthy(self) -> bool:
         """For /ping: nothing failed to load, and every model has the workers it wants."""
-        return not self.startup_failures and all(model.healthy for model in self)
+        if self.starting or self.startup_failures:
+            return False
+        return all(model.healthy for model in self)
 
     def ready(self) -> bool:
         """Every startup archive loaded and every model version can serve now."""

@@ -21,6 +21,7 @@ import torchwire
 from torchwire.api.access import AccessLog
 from torchwire.api.inference import InferenceAPI
 from torchwire.api.kserve import KServeV1API
+from torchwire.api.kserve_v2 import KServeV2API
 from torchwire.api.management import ManagementAPI
 from torchwire.api.metrics import MetricsAPI
 from torchwire.api.responses import EXCEPTION_HANDLERS
@@ -28,6 +29,7 @@ from torchwire.auth import (
     API,
     KEY_FILE,
     OPEN_PATHS,
+    GrpcKeyCheck,
     KeyRing,
     TokenAuth,
     describe_policy,
@@ -36,6 +38,7 @@ from torchwire.auth import (
 from torchwire.config import Address, Settings
 from torchwire.devices import GpuAllocator, visible_gpu_count
 from torchwire.errors import ServeError
+from torchwire.grpc.server import Authorizer, GrpcListeners
 from torchwire.metrics import Metrics
 from torchwire.registry import ModelRegistry
 from torchwire.store import ModelSpec, ModelStore
@@ -96,12 +99,15 @@ class Server:
         self.keys: KeyRing | None = None
         self._stop = asyncio.Event()
         self._listeners: list[_Listener] = []
+        self.grpc_authorizer: Authorizer | None = None  # token auth for gRPC calls, when on
+        self.grpc: GrpcListeners | None = None
 
     # -- apps --------------------------------------------------------------------
     def inference_routes(self) -> list[BaseRoute]:
         routes: list[BaseRoute] = []
         routes += InferenceAPI(self.registry, self.settings).routes()
         routes += KServeV1API(self.registry, self.settings).routes()
+        routes += KServeV2API(self.registry, self.settings).routes()
         return routes
 
     def middleware(self, listener: str, count: bool = True) -> list[Middleware]:
@@ -157,8 +163,14 @@ class Server:
             shutil.rmtree(self.store.work_dir, ignore_errors=True)
             raise
         self.start_auth()
+        self.registry.starting = bool(self.model_specs)
         serving = [self._serve(name, addr, app, sock)
                    for (name, addr, app), sock in zip(self.apps(), sockets, strict=True)]
+        if self.keys is not None:
+            self.grpc_authorizer = GrpcKeyCheck(self.keys, self.settings)
+        self.grpc = GrpcListeners(self.settings, self.registry, self.store,
+                                  self.grpc_authorizer)
+        await self.grpc.start()
         tasks = [loop.create_task(c) for c in serving]
         try:
             await self.load_startup_models()
@@ -186,7 +198,10 @@ class Server:
         specs = self.model_specs
         if any(s.url == "all" for s in specs):
             specs = [ModelSpec(str(p)) for p in self.store.archives()]
-        await asyncio.gather(*(self.load(spec) for spec in specs))
+        try:
+            await asyncio.gather(*(self.load(spec) for spec in specs))
+        finally:
+            self.registry.starting = False
         log.info("torchwire %s ready: %d model version(s) loaded", torchwire.__version__,
                  sum(1 for _ in self.registry))
 
@@ -208,6 +223,8 @@ class Server:
 
     async def shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         log.info("stopping: draining requests and workers")
+        if self.grpc is not None:
+            await self.grpc.stop()
         for listener in self._listeners:
             listener.should_exit = True
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,8 +1,10 @@
-"""Handler for the digits MLP: an 8x8 grayscale image (PNG/JPEG) or 64 numbers in JSON.
+"""Handler for the digits MLP: an 8x8 grayscale image (PNG/JPEG, raw or base64), or 64
+numbers (0-16) as a JSON list or as an Open Inference Protocol tensor with 64 elements.
 
 Bright pixels are ink. Answers the top 3 digits with their probabilities.
 """
 
+import base64
 import io
 
 import torch
@@ -13,12 +15,16 @@ from torchwire.handlers.base import BaseHandler
 
 
 def to_vector(value):
+    if isinstance(value, str):  # a base64 image, as KServe clients send images in JSON
+        value = base64.b64decode(value, validate=True)
     if isinstance(value, (bytes, bytearray)):
         image = Image.open(io.BytesIO(value)).convert("L").resize((8, 8))
         return torch.tensor(list(image.getdata()), dtype=torch.float32) / 255.0
     if isinstance(value, list) and len(value) == 64:
         return torch.tensor(value, dtype=torch.float32) / 16.0
-    raise InvalidInput("expected an 8x8 image or a JSON list of 64 numbers (0-16)")
+    if getattr(value, "size", None) == 64 and hasattr(value, "reshape"):  # a numpy array
+        return torch.as_tensor(value.reshape(64), dtype=torch.float32) / 16.0
+    raise InvalidInput("expected an 8x8 image, or 64 numbers (0-16) as a JSON list or a tensor")
 
 
 class DigitsHandler(BaseHandler):

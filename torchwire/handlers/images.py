@@ -12,6 +12,7 @@ import base64
 import binascii
 import io
 import warnings
+from typing import Any
 
 from PIL import Image, ImageOps
 
@@ -51,7 +52,8 @@ def input_bytes(value: object) -> bytes:
         raw = bytes(value)
     else:
         raise InvalidInput(
-            f"expected image bytes or a base64 string, got {type(value).__name__}"
+            f"expected image bytes, a base64 string or a UINT8 [H, W, 3] tensor, "
+            f"got {type(value).__name__}"
         )
     if not raw:
         raise InvalidInput("the input is empty: expected an image")
@@ -105,6 +107,26 @@ def _convert(image: Image.Image, mode: str) -> Image.Image:
     return image if image.mode == mode else image.convert(mode)
 
 
+def array_image(value: Any) -> Image.Image:
+    """A UINT8 pixel tensor (an OIP input) as an image: ``[H, W, 3]`` RGB, ``[H, W, 4]``
+    RGBA, ``[H, W]`` or ``[H, W, 1]`` grayscale; a leading batch dimension of 1 is dropped."""
+    import numpy as np
+
+    pixels = np.asarray(value)
+    if pixels.dtype != np.uint8:
+        raise InvalidInput(f"an image tensor must be UINT8, got {pixels.dtype}")
+    if pixels.ndim == 4 and pixels.shape[0] == 1:
+        pixels = pixels[0]
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    if pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (3, 4)):
+        if Image.MAX_IMAGE_PIXELS and pixels.shape[0] * pixels.shape[1] > Image.MAX_IMAGE_PIXELS:
+            raise InvalidInput(f"the image is too large (limit {Image.MAX_IMAGE_PIXELS} pixels)")
+        return Image.fromarray(np.ascontiguousarray(pixels))
+    raise InvalidInput(f"an image tensor must have shape [H, W, 3], [H, W, 4] or [H, W], "
+                       f"got {list(pixels.shape)}")
+
+
 def decode_image(value: object, mode: str = DEFAULT_MODE) -> Image.Image:
     """Decode one request's image: raw bytes of any Pillow format, or base64 text.
 
@@ -113,6 +135,11 @@ def decode_image(value: object, mode: str = DEFAULT_MODE) -> Image.Image:
     Raises :class:`InvalidInput` for any input that is not a complete, decodable image
     within Pillow's ``MAX_IMAGE_PIXELS``.
     """
+    if hasattr(value, "__array_interface__"):
+        image = array_image(value)
+        if mode == AUTO_MODE:
+            mode = "L" if image.mode in GRAYSCALE_MODES else "RGB"
+        return _convert(image, mode)
     image = _open(input_bytes(value))
     try:
         image = ImageOps.exif_transpose(image) or image

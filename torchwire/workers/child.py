@@ -26,6 +26,7 @@ from torchwire.handlers.base import DESCRIBE_HEADER, EXPLAIN_HEADER
 from torchwire.handlers.context import Context
 from torchwire.handlers.loader import Service, resolve
 from torchwire.handlers.metrics import MetricsCache
+from torchwire.oip.tensor import is_tensor_item
 from torchwire.workers.outcome import as_serve_error, error_outcome, result_outcome
 from torchwire.workers.protocol import (
     Batch,
@@ -63,7 +64,19 @@ def decode_param(param: Param) -> Any:
 
 
 def decode_item(item: Item) -> dict[str, Any]:
+    if is_tensor_item(item):
+        from torchwire.oip.arrays import tensor_row  # numpy only for OIP requests
+
+        return tensor_row(item)
     return {p.name: decode_param(p) for p in item.params}
+
+
+def outcome_of(result: Any, ctx: Context, idx: int, handler: str, item: Item) -> Outcome:
+    if is_tensor_item(item):
+        from torchwire.oip.arrays import tensor_outcome
+
+        return tensor_outcome(result, ctx, idx, handler)
+    return result_outcome(result, ctx, idx, handler)
 
 
 class Worker:
@@ -87,7 +100,8 @@ class Worker:
             raise HandlerError(
                 f"handler {self.service.name} returned {got} results for a batch of {len(rows)}"
             )
-        return [result_outcome(r, self.ctx, i, self.service.name) for i, r in enumerate(results)]
+        name = self.service.name
+        return [outcome_of(r, self.ctx, i, name, items[i]) for i, r in enumerate(results)]
 
     def _run_rows(self, rows: list[dict[str, Any]], items: list[Item], explain: bool) -> list[Any]:
         try:

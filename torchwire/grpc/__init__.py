@@ -1,0 +1,1 @@
+"""gRPC: TorchServe's inference and management services and the Open Inference Protocol."""

@@ -1,0 +1,100 @@
+"""TorchServe's InferenceAPIsService: Ping, Predictions and the two streaming forms.
+
+A prediction becomes the same :class:`~torchwire.workers.protocol.Item` the
+REST API builds: each entry of the ``input`` map is one named parameter of
+the request's row, as bytes without a content type (as TorchServe passes
+them), and it goes through the model's batcher and workers.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf import empty_pb2
+
+from torchwire.errors import BadRequest, ServeError
+from torchwire.grpc.generated import inference_pb2 as pb
+from torchwire.grpc.generated import inference_pb2_grpc as pb_grpc
+from torchwire.grpc.generated.google.rpc import status_pb2
+from torchwire.grpc.status import abort, code_number, grpc_code, rpc, unexpected
+from torchwire.oip.request import outcome_failure
+from torchwire.registry import ModelRegistry
+from torchwire.workers.protocol import Item, Param
+
+
+def metadata_headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    """The call's text metadata, as the request headers a handler sees."""
+    return {
+        key: value
+        for key, value in (context.invocation_metadata() or ())
+        if isinstance(value, str)
+    }
+
+
+def prediction_item(request: pb.PredictionsRequest, headers: dict[str, str]) -> Item:
+    if not request.input:
+        raise BadRequest("the request has no input: put the data in the input map, "
+                         "e.g. input={'data': image_bytes}")
+    params = tuple(Param(name, value) for name, value in request.input.items())
+    return Item(headers.get("x-request-id") or uuid.uuid4().hex, params, headers)
+
+
+class InferenceService(pb_grpc.InferenceAPIsServiceServicer):
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    async def predict(self, request: pb.PredictionsRequest,
+                      context: grpc.aio.ServicerContext) -> pb.PredictionResponse:
+        if not request.model_name:
+            raise BadRequest("Parameter model_name is required.")
+        model = self.registry.get(request.model_name, request.model_version or None)
+        outcome = await model.infer(prediction_item(request, metadata_headers(context)))
+        if outcome.status >= 400:
+            raise outcome_failure(outcome)
+        return pb.PredictionResponse(prediction=outcome.body)
+
+    @rpc
+    async def Ping(self, request: empty_pb2.Empty,
+                   context: grpc.aio.ServicerContext) -> pb.TorchServeHealthResponse:
+        status = "Healthy" if self.registry.healthy() else "Unhealthy"
+        return pb.TorchServeHealthResponse(health=json.dumps({"status": status}, indent=2))
+
+    @rpc
+    async def Predictions(self, request: pb.PredictionsRequest,
+                          context: grpc.aio.ServicerContext) -> pb.PredictionResponse:
+        return await self.predict(request, context)
+
+    async def StreamPredictions(self, request: pb.PredictionsRequest,
+                                context: grpc.aio.ServicerContext
+                                ) -> AsyncIterator[pb.PredictionResponse]:
+        """The handler's answer as a stream (of one response: workers send whole answers)."""
+        try:
+            reply = await self.predict(request, context)
+        except ServeError as err:
+            await abort(context, err)
+        except Exception as exc:  # noqa: BLE001 - every call must end with a status
+            await abort(context, unexpected(exc, "StreamPredictions"))
+        yield reply
+
+    async def StreamPredictions2(self, requests: AsyncIterator[pb.PredictionsRequest],
+                                 context: grpc.aio.ServicerContext
+                                 ) -> AsyncIterator[pb.PredictionResponse]:
+        """One response per request, in order; a failed request answers with ``status``."""
+        async for request in requests:
+            try:
+                reply = await self.predict(request, context)
+            except ServeError as err:
+                reply = failed_reply(err)
+            except Exception as exc:  # noqa: BLE001 - the stream goes on with the next request
+                reply = failed_reply(unexpected(exc, "StreamPredictions2"))
+            if request.HasField("sequenceId"):
+                reply.sequenceId = request.sequenceId
+            yield reply
+
+
+def failed_reply(err: ServeError) -> pb.PredictionResponse:
+    status = status_pb2.Status(code=code_number(grpc_code(err.status)), message=err.message)
+    return pb.PredictionResponse(status=status)
