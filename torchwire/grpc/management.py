@@ -11,29 +11,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import re
 from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 
+from torchwire.api.describe import describe_model, list_page
 from torchwire.config import ModelSettings, Settings
 from torchwire.errors import BadRequest, InternalError, ServeError
 from torchwire.grpc.generated import management_pb2 as pb
 from torchwire.grpc.generated import management_pb2_grpc as pb_grpc
 from torchwire.grpc.status import rpc
-from torchwire.model import ModelVersion
 from torchwire.registry import ModelRegistry
 from torchwire.store import ModelSpec, ModelStore
-from torchwire.workers.process import WorkerProcess
 
 log = logging.getLogger(__name__)
-
-DEFAULT_LIMIT = 100
-MAX_LIMIT = 1000
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 class ModelAPIDisabled(ServeError):
@@ -44,57 +37,6 @@ class ModelAPIDisabled(ServeError):
 class NotSupported(ServeError):
     status = 501
     type_name = "NotImplementedException"
-
-
-# -- descriptions ------------------------------------------------------------------------
-def _iso(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def _rss_bytes(pid: int | None) -> int:
-    if pid is None:
-        return 0
-    try:
-        with open(f"/proc/{pid}/statm") as fh:
-            return int(fh.read().split()[1]) * PAGE_SIZE
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def worker_json(worker: WorkerProcess) -> dict[str, Any]:
-    status = "READY" if worker.alive else ("UNLOADING" if worker.retiring else "STARTING")
-    return {
-        "id": worker.worker_id.rsplit("-", 1)[-1],
-        "startTime": _iso(worker.started_at),
-        "status": status,
-        "memoryUsage": _rss_bytes(worker.pid if worker.alive else None),
-        "pid": worker.pid if worker.pid is not None else -1,
-        "gpu": worker.gpu_id is not None,
-        "gpuUsage": "N/A",
-    }
-
-
-def describe_json(model: ModelVersion) -> dict[str, Any]:
-    cfg = model.config
-    pending = len(model.batcher.pending)
-    return {
-        "modelName": model.name,
-        "modelVersion": model.version,
-        "modelUrl": model.model_url,
-        "runtime": model.manifest.runtime,
-        "minWorkers": cfg.min_workers,
-        "maxWorkers": cfg.max_workers,
-        "batchSize": cfg.batch_size,
-        "maxBatchDelay": cfg.max_batch_delay,
-        "responseTimeout": int(cfg.response_timeout),
-        "startupTimeout": int(cfg.startup_timeout),
-        "deviceType": "gpu" if model.use_gpu else "cpu",
-        "loadedAtStartup": model.loaded_at_startup,
-        "status": model.state.value,
-        "workers": [worker_json(w) for w in model.workers()],
-        "jobQueueStatus": {"remainingCapacity": max(0, cfg.job_queue_size - pending),
-                           "pendingRequests": pending},
-    }
 
 
 class ModelAdmin:
@@ -108,22 +50,11 @@ class ModelAdmin:
 
     def describe(self, name: str, version: str | None) -> list[dict[str, Any]]:
         if version == "all":
-            return [describe_json(m) for m in self.registry.versions(name)]
-        return [describe_json(self.registry.get(name, version))]
+            return [describe_model(m) for m in self.registry.versions(name)]
+        return [describe_model(self.registry.get(name, version))]
 
     def list_models(self, limit: int, token: int) -> dict[str, Any]:
-        if limit <= 0 or limit > MAX_LIMIT:
-            limit = DEFAULT_LIMIT
-        names = self.registry.names()
-        start = max(0, token)
-        page = names[start:start + limit]
-        doc: dict[str, Any] = {}
-        if start + limit < len(names):
-            doc["nextPageToken"] = str(start + limit)
-        doc["models"] = [
-            {"modelName": n, "modelUrl": self.registry.get(n).model_url} for n in page
-        ]
-        return doc
+        return list_page(self.registry, limit, token)
 
     def _check_model_api(self) -> None:
         if not self.settings.enable_model_api:
