@@ -9,20 +9,17 @@ max_response_size.
 """
 
 import argparse
-import json
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 from torchvision.models.segmentation import DeepLabV3_MobileNet_V3_Large_Weights
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from model import DeepLabV3Mobile  # noqa: E402
-
-from torchwire.archive import Manifest, write_archive  # noqa: E402
+from random_weights import archive_random_model  # noqa: E402
 
 MODEL_CONFIG = """\
 handler:
@@ -31,31 +28,17 @@ handler:
 """
 
 
-def class_names() -> dict[str, str]:
-    categories = DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1.meta["categories"]
-    return {str(i): name for i, name in enumerate(categories)}
-
-
 def build(out: Path) -> Path:
     torch.manual_seed(0)
+    categories = DeepLabV3_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1.meta["categories"]
     model = DeepLabV3Mobile().eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        weights, labels, config = (Path(tmp) / n for n in
-                                   ("deeplabv3.pt", "index_to_name.json", "model-config.yaml"))
-        torch.save(model.state_dict(), weights)
-        labels.write_text(json.dumps(class_names()))
-        config.write_text(MODEL_CONFIG)
-        manifest = Manifest(model_name="deeplabv3", model_version="1.0",
-                            handler="image_segmenter", serialized_file="deeplabv3.pt",
-                            model_file="model.py", config_file="model-config.yaml")
-        files = {"model.py": HERE / "model.py", "deeplabv3.pt": weights,
-                 "index_to_name.json": labels, "model-config.yaml": config}
-        return write_archive(manifest, files, out, fmt="zip-store", force=True)
+    return archive_random_model("deeplabv3", "image_segmenter", model, categories, HERE, out,
+                                MODEL_CONFIG, fmt="zip-store")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="model_store")
+    ap.add_argument("--out", default="model_store", help="directory for deeplabv3.mar")
     args = ap.parse_args()
     print(f"wrote {build(Path(args.out))} (random weights: for plumbing and timing only)")
 
