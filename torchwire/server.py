@@ -197,7 +197,7 @@ class Server:
     async def load_startup_models(self) -> None:
         specs = self.model_specs
         if any(s.url == "all" for s in specs):
-            specs = [ModelSpec(str(p)) for p in self.store.archives()]
+            specs = [ModelSpec(p.name) for p in self.store.archives()]
         try:
             await asyncio.gather(*(self.load(spec) for spec in specs))
         finally:
