@@ -62,6 +62,15 @@ class MethodNotAllowed(ServeError):
     type_name = "MethodNotAllowedException"
 
 
+class ModelAPIDisabled(MethodNotAllowed):
+    """Register/unregister while ``enable_model_api`` is off (TorchServe's default)."""
+
+    @classmethod
+    def for_action(cls, what: str) -> ModelAPIDisabled:
+        return cls(f"{what} is disabled: start torchwire with --enable-model-api "
+                   "(or set enable_model_api=true) to allow it")
+
+
 class RequestTimeout(ServeError):
     status = 408
     type_name = "RequestTimeoutException"
@@ -134,6 +143,11 @@ def error_for_status(status: int, message: str) -> ServeError:
         err.status = status  # type: ignore[misc]
         return err
     return cls(message)
+
+
+class NotSupported(ServeError):
+    status = 501
+    type_name = "NotImplementedException"
 
 
 class ExplanationsNotSupported(ServeError):

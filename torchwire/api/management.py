@@ -26,7 +26,7 @@ from torchwire.api.payload import json_body, read_body, request_id
 from torchwire.api.responses import json_response, outcome_error
 from torchwire.auth import ROTATABLE, KeyRing
 from torchwire.config import ModelSettings, Settings, model_settings_from_mapping
-from torchwire.errors import BadRequest, ConfigError, InternalError, MethodNotAllowed
+from torchwire.errors import BadRequest, ConfigError, InternalError, ModelAPIDisabled
 from torchwire.handlers.base import DESCRIBE_HEADER
 from torchwire.model import ModelState, ModelVersion
 from torchwire.registry import ModelRegistry
@@ -196,10 +196,7 @@ class ManagementAPI:
     # -- register and unregister -------------------------------------------------
     def _model_api(self, what: str) -> None:
         if not self.settings.enable_model_api:
-            raise MethodNotAllowed(
-                f"{what} is disabled: start torchwire with --enable-model-api "
-                "(or set enable_model_api=true) to allow it"
-            )
+            raise ModelAPIDisabled.for_action(what)
 
     async def register(self, request: Request) -> Response:
         self._model_api("registering models")

@@ -19,7 +19,7 @@ import grpc
 
 from torchwire.api.describe import describe_model, list_page
 from torchwire.config import ModelSettings, Settings
-from torchwire.errors import BadRequest, InternalError, ServeError
+from torchwire.errors import BadRequest, InternalError, ModelAPIDisabled, NotSupported
 from torchwire.grpc.generated import management_pb2 as pb
 from torchwire.grpc.generated import management_pb2_grpc as pb_grpc
 from torchwire.grpc.status import rpc
@@ -27,16 +27,6 @@ from torchwire.registry import ModelRegistry
 from torchwire.store import ModelSpec, ModelStore
 
 log = logging.getLogger(__name__)
-
-
-class ModelAPIDisabled(ServeError):
-    status = 405
-    type_name = "ModelAPIDisabledException"
-
-
-class NotSupported(ServeError):
-    status = 501
-    type_name = "NotImplementedException"
 
 
 class ModelAdmin:
@@ -58,8 +48,7 @@ class ModelAdmin:
 
     def _check_model_api(self) -> None:
         if not self.settings.enable_model_api:
-            raise ModelAPIDisabled("Model API disabled: start torchwire with "
-                                   "enable_model_api=true to register or unregister models")
+            raise ModelAPIDisabled.for_action("registering and unregistering models")
 
     def _check_url(self, url: str) -> None:
         if not url:
