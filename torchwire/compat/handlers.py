@@ -80,15 +80,6 @@ class BaseHandler(_BaseHandler):
     def get_device(self) -> Any:
         return self.device
 
-    def _is_describe(self) -> bool:
-        ctx = self.context
-        return bool(
-            ctx and ctx.request_processor and ctx.get_request_header(0, DESCRIBE_HEADER) == "True"
-        )
-
-    def describe_handle(self) -> Any:
-        return None
-
 
 class VisionHandler(BaseHandler, _VisionHandler):
     """``ts.torch_handler.vision_handler.VisionHandler``: images keep their colour family."""
