@@ -8,7 +8,8 @@ from starlette.routing import Route
 
 import torchwire
 from torchwire.api.access import note_model
-from torchwire.api.openapi import inference_document
+from torchwire.api.kserve_v2_doc import oip_paths
+from torchwire.api.openapi import add_paths, inference_document
 from torchwire.api.payload import item_from_request
 from torchwire.api.responses import json_response, outcome_response
 from torchwire.config import Settings
@@ -33,7 +34,8 @@ class InferenceAPI:
         ]
 
     async def describe(self, request: Request) -> Response:
-        return json_response(inference_document(torchwire.__version__))
+        doc = add_paths(inference_document(torchwire.__version__), oip_paths())
+        return json_response(doc)
 
     async def ping(self, request: Request) -> Response:
         if self.registry.healthy():
