@@ -222,6 +222,7 @@ class WorkerProcess:
         code = await self._reap()
         entries = list(self.inflight.values())
         self.inflight.clear()
+        self._drained.set()
         if entries:
             if not self.retiring:
                 log.error("worker %s (pid %s) died with exit code %s", self.worker_id,
@@ -274,11 +275,7 @@ class WorkerProcess:
             self._drained.clear()
             try:
                 async with asyncio.timeout(timeout):
-                    await asyncio.wait(
-                        [asyncio.ensure_future(self._drained.wait()),
-                         asyncio.ensure_future(self.exited.wait())],
-                        return_when=asyncio.FIRST_COMPLETED,
-                    )
+                    await self._drained.wait()  # also set when the worker exits
             except TimeoutError:
                 log.warning("worker %s did not drain within %g s", self.worker_id, timeout)
         if self._writer is not None:
