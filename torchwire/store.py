@@ -62,10 +62,9 @@ class ModelStore:
     def locate(self, url: str) -> Path:
         if url.startswith("file://"):
             url = url[len("file://"):]
-        candidates = [Path(url)] if os.path.isabs(url) else []
+        candidates = [Path(url)]
         if self.root is not None and not os.path.isabs(url):
-            candidates.append(self.root / url)
-        candidates.append(Path(url))
+            candidates.insert(0, self.root / url)  # the store first, then the working dir
         for path in candidates:
             if path.exists():
                 return path

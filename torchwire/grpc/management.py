@@ -12,7 +12,6 @@ import asyncio
 import json
 import logging
 import re
-from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -65,9 +64,7 @@ class ModelAdmin:
         self._check_url(url)
         if runtime and runtime != "python":
             raise BadRequest(f"runtime {runtime!r} is not supported; only 'python'")
-        model = self.store.build(ModelSpec(url, name), overrides)
-        if handler:
-            model.manifest = replace(model.manifest, handler=handler)
+        model = self.store.build(ModelSpec(url, name, handler or None), overrides)
         self.registry.add(model)
         await model.start()
         if model.load_error and model.pool.live == 0:
