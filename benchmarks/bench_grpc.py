@@ -23,6 +23,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -112,29 +113,41 @@ def grpc_sync(target: str, request: bytes, concurrency: int, total: int,
     return uvloop.run(coro)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU time so far of one process, or of one of its threads (Linux /proc)."""
+    where = f"/proc/{pid}" if tid is None else f"/proc/{pid}/task/{tid}"
+    fields = Path(f"{where}/stat").read_text().rsplit(")", 1)[-1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measured(pid: int, run: Callable[[], LoadResult]) -> tuple[LoadResult, float, float]:
-    """A load run, and the CPU microseconds per completed request of the server's front
-    process and of this (client) process."""
-    before, client_before = cpu_seconds(pid), cpu_seconds(os.getpid())
+@dataclass
+class Sample:
+    """One load run and the CPU microseconds per completed request it cost: the server's
+    whole front process, its event-loop (main) thread alone, and this client process."""
+
+    result: LoadResult
+    front_us: float
+    loop_us: float
+    client_us: float
+
+
+def measured(pid: int, run: Callable[[], LoadResult]) -> Sample:
+    me = os.getpid()
+    before = (cpu_seconds(pid), cpu_seconds(pid, pid), cpu_seconds(me))
     result = run()
-    used, client = cpu_seconds(pid) - before, cpu_seconds(os.getpid()) - client_before
-    if not result.completed:
-        return result, float("nan"), float("nan")
-    return result, used * 1e6 / result.completed, client * 1e6 / result.completed
+    after = (cpu_seconds(pid), cpu_seconds(pid, pid), cpu_seconds(me))
+    per = [(a - b) * 1e6 / result.completed if result.completed else float("nan")
+           for a, b in zip(after, before, strict=True)]
+    return Sample(result, *per)
 
 
-def medians(runs: list[tuple[LoadResult, float, float]]) -> tuple[float, float, float, float]:
-    """Median req/s, p50 ms, front µs/req and client µs/req over rounds."""
-    return (statistics.median(r.rps for r, _, _ in runs),
-            statistics.median(r.p50_ms for r, _, _ in runs),
-            statistics.median(f for _, f, _ in runs),
-            statistics.median(c for _, _, c in runs))
+def medians(runs: list[Sample]) -> tuple[float, float, float, float, float]:
+    """Median req/s, p50 ms, front µs/req, loop µs/req and client µs/req over rounds."""
+    return (statistics.median(s.result.rps for s in runs),
+            statistics.median(s.result.p50_ms for s in runs),
+            statistics.median(s.front_us for s in runs),
+            statistics.median(s.loop_us for s in runs),
+            statistics.median(s.client_us for s in runs))
 
 
 def bench(case: ModelCase, tmp: Path, store: Path, args: argparse.Namespace,
@@ -160,8 +173,8 @@ def bench(case: ModelCase, tmp: Path, store: Path, args: argparse.Namespace,
         run_sync(HOST, port, path, case.body, case.content_type, 16, case.warmup, 10)
         grpc_sync(target, request, 16, case.warmup, 10)
         for c in concurrencies:
-            rest: list[tuple[LoadResult, float, float]] = []
-            rpc: list[tuple[LoadResult, float, float]] = []
+            rest: list[Sample] = []
+            rpc: list[Sample] = []
             assert server.proc is not None
             pid = server.proc.pid
             for _ in range(args.rounds):
@@ -170,22 +183,24 @@ def bench(case: ModelCase, tmp: Path, store: Path, args: argparse.Namespace,
                     args.max_seconds)))
                 rpc.append(measured(pid, lambda c=c: grpc_sync(
                     target, request, c, case.requests, args.max_seconds, args.grpc_channels)))
-            r_rps, r_p50, r_cpu, r_client = medians(rest)
-            g_rps, g_p50, g_cpu, g_client = medians(rpc)
-            errors = sum(x.errors for x, _, _ in rest + rpc)
-            rows.append([str(c), fmt(r_rps), fmt(r_p50, 2), fmt(r_cpu, 0), fmt(r_client, 0),
-                         fmt(g_rps), fmt(g_p50, 2), fmt(g_cpu, 0), fmt(g_client, 0),
+            r_rps, r_p50, r_cpu, r_loop, r_client = medians(rest)
+            g_rps, g_p50, g_cpu, g_loop, g_client = medians(rpc)
+            errors = sum(x.result.errors for x in rest + rpc)
+            rows.append([str(c), fmt(r_rps), fmt(r_p50, 2), fmt(r_cpu, 0), fmt(r_loop, 0),
+                         fmt(r_client, 0), fmt(g_rps), fmt(g_p50, 2), fmt(g_cpu, 0),
+                         fmt(g_loop, 0), fmt(g_client, 0),
                          fmt(g_rps / r_rps if r_rps else float("nan"), 2), str(errors)])
             print(f"  c={c}: REST {r_rps:.1f} req/s, gRPC {g_rps:.1f} req/s", flush=True)
-            for x, _, _ in rest + rpc:
+            for x in (s.result for s in rest + rpc):
                 if x.errors:
                     notes.append(f"c={c}: errors {x.statuses or ''} {x.error_samples}")
     return rows, notes
 
 
 def print_table(rows: list[list[str]], args: argparse.Namespace, notes: list[str]) -> None:
-    headers = ["conc", "REST req/s", "p50 ms", "front µs", "client µs",
-               "gRPC req/s", "p50 ms", "front µs", "client µs", "gRPC/REST", "errors"]
+    headers = ["conc", "REST req/s", "p50 ms", "front µs", "loop µs", "client µs",
+               "gRPC req/s", "p50 ms", "front µs", "loop µs", "client µs", "gRPC/REST",
+               "errors"]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     print()
     print(f"torchwire REST vs gRPC, digits: {os.cpu_count()} CPU(s), loadavg before run "
