@@ -197,21 +197,26 @@ def bench(case: ModelCase, tmp: Path, store: Path, args: argparse.Namespace,
     return rows, notes
 
 
-def print_table(rows: list[list[str]], args: argparse.Namespace, notes: list[str]) -> None:
-    headers = ["conc", "REST req/s", "p50 ms", "front µs", "loop µs", "client µs",
-               "gRPC req/s", "p50 ms", "front µs", "loop µs", "client µs", "gRPC/REST",
-               "errors"]
+def print_rows(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    """A title line, then right-aligned columns under a rule."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
     print()
-    print(f"torchwire REST vs gRPC, digits: {os.cpu_count()} CPU(s), loadavg before run "
-          f"{args.loadavg}, clients on {loop_name()}, batch size {args.batch_size}, "
-          f"max_batch_delay {args.max_batch_delay} ms, {args.workers} worker(s), "
-          f"median of {args.rounds} round(s)")
+    print(title)
     line = "  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))
     print(line)
     print("-" * len(line))
     for row in rows:
         print("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def print_table(rows: list[list[str]], args: argparse.Namespace, notes: list[str]) -> None:
+    headers = ["conc", "REST req/s", "p50 ms", "front µs", "loop µs", "client µs",
+               "gRPC req/s", "p50 ms", "front µs", "loop µs", "client µs", "gRPC/REST",
+               "errors"]
+    print_rows(f"torchwire REST vs gRPC, digits: {os.cpu_count()} CPU(s), loadavg before run "
+               f"{args.loadavg}, clients on {loop_name()}, batch size {args.batch_size}, "
+               f"max_batch_delay {args.max_batch_delay} ms, {args.workers} worker(s), "
+               f"median of {args.rounds} round(s)", headers, rows)
     for note in notes:
         print(f"note: {note}")
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from bench_grpc import Sample, grpc_sync, measured, medians, predictions_request
+from bench_grpc import Sample, grpc_sync, measured, medians, predictions_request, print_rows
 from bench_http import HOST, fmt, free_ports
 from loadgen import loop_name, run_sync
 
@@ -129,16 +129,9 @@ def bench(args: argparse.Namespace, concurrencies: list[int]) -> list[list[str]]
 def print_table(rows: list[list[str]], args: argparse.Namespace) -> None:
     headers = ["conc", "HTTP req/s", "p50 ms", "server µs", "loop µs", "client µs",
                "gRPC req/s", "p50 ms", "server µs", "loop µs", "client µs", "gRPC/HTTP"]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    print()
-    print(f"transport floor (empty handler): {os.cpu_count()} CPU(s), loadavg before run "
-          f"{args.loadavg}, clients on {loop_name()}, {args.body_bytes}-byte request, "
-          f"median of {args.rounds} round(s)")
-    line = "  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True))
-    print(line)
-    print("-" * len(line))
-    for row in rows:
-        print("  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)))
+    print_rows(f"transport floor (empty handler): {os.cpu_count()} CPU(s), loadavg before run "
+               f"{args.loadavg}, clients on {loop_name()}, {args.body_bytes}-byte request, "
+               f"median of {args.rounds} round(s)", headers, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
