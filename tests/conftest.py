@@ -253,7 +253,10 @@ oip:
 @pytest.fixture(scope="session")
 def oip_server(example_store: Path,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    """Tensor models, a tiny image classifier, a toy with a one-slot queue; model API on."""
+    """Tensor models, a tiny image classifier, a toy with a one-slot queue; model API on.
+
+    ``allowed_urls`` allows local files and http://127.0.0.1:<port>/allowed/... only.
+    """
     tmp = tmp_path_factory.mktemp("oip-server")
     store = example_store
     toy_archive(store, "toy")
@@ -264,7 +267,8 @@ def oip_server(example_store: Path,
         "tensors": {"1.0": {"batchSize": 4, "maxBatchDelay": 5}},
         "queue1": {"1.0": {"batchSize": 1, "maxBatchDelay": 0, "jobQueueSize": 1}},
     }
-    config = {"enable_model_api": "true", "models": json.dumps(models)}
+    config = {"enable_model_api": "true", "models": json.dumps(models),
+              "allowed_urls": "file://.*,http://127.0.0.1:[0-9]+/allowed/.*"}
     archives = ["tensors=tensors/tensors.mar", "declared=declared/declared.mar",
                 "tiny=tiny/tiny.mar", "queue1=toy-1.0/toy.mar", "digits=digits.mar"]
     running = start_server(tmp, store, archives, config)

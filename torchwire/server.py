@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 
 import torchwire
+from torchwire.admin import ModelAdmin
 from torchwire.api.access import AccessLog
 from torchwire.api.inference import InferenceAPI
 from torchwire.api.kserve import KServeV1API
@@ -95,6 +96,7 @@ class Server:
         self.metrics = Metrics()
         self.metrics.watch(self.registry)
         self.store = ModelStore(settings, self.gpus, observer=self.metrics.observe_batch)
+        self.admin = ModelAdmin(self.registry, self.store, settings)  # for REST and gRPC
         self.policy = policy_for(settings)
         self.keys: KeyRing | None = None
         self._stop = asyncio.Event()
@@ -134,7 +136,8 @@ class Server:
         if listener == "inference":
             routes += self.inference_routes()
         elif listener == "management":
-            routes += ManagementAPI(self.registry, self.store, self.settings, self.keys).routes()
+            routes += ManagementAPI(self.registry, self.store, self.settings, self.keys,
+                                    self.admin).routes()
         else:
             routes += MetricsAPI(self.metrics).routes()
         return make_app(routes, self.middleware(listener, count=listener != "metrics"))
@@ -169,7 +172,7 @@ class Server:
         if self.keys is not None:
             self.grpc_authorizer = GrpcKeyCheck(self.keys, self.settings)
         self.grpc = GrpcListeners(self.settings, self.registry, self.store,
-                                  self.grpc_authorizer)
+                                  self.grpc_authorizer, self.admin)
         await self.grpc.start()
         tasks = [loop.create_task(c) for c in serving]
         try:

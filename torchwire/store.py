@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -75,6 +76,21 @@ class ModelStore:
               loaded_at_startup: bool = False) -> ModelVersion:
         archive = self.locate(spec.url)
         model_dir = open_archive(archive, self.work_dir)
+        try:
+            return self._version(spec, model_dir, overrides, loaded_at_startup)
+        except BaseException:
+            self.discard(model_dir)
+            raise
+
+    def discard(self, model_dir: Path) -> None:
+        """Delete an unpacked archive's folder (never a directory archive the user owns)."""
+        if not model_dir.is_relative_to(self.work_dir) or model_dir == self.work_dir:
+            return
+        top = model_dir.relative_to(self.work_dir).parts[0]  # the model may sit one level down
+        shutil.rmtree(self.work_dir / top, ignore_errors=True)
+
+    def _version(self, spec: ModelSpec, model_dir: Path, overrides: ModelSettings | None,
+                 loaded_at_startup: bool) -> ModelVersion:
         manifest = read_manifest(model_dir)
         if spec.name and spec.name != manifest.model_name:
             manifest = _renamed(manifest, spec.name)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.conftest import RunningServer, second_version
+from tests.conftest import RunningServer, second_version, toy_archive
 from torchwire.grpc.generated import inference_pb2 as ts
 from torchwire.grpc.generated import inference_pb2_grpc as ts_grpc
 from torchwire.grpc.generated import management_pb2 as pb
@@ -48,9 +50,10 @@ def describe(mgmt: pb_grpc.ManagementAPIsServiceStub, name: str,
     return json.loads(reply.msg)
 
 
-def echo(infer: ts_grpc.InferenceAPIsServiceStub, name: str, version: str = "") -> object:
+def echo(infer: ts_grpc.InferenceAPIsServiceStub, name: str, version: str = "",
+         data: bytes = b"pid") -> object:
     request = ts.PredictionsRequest(model_name=name, model_version=version,
-                                    input={"data": b"pid"})
+                                    input={"data": data})
     return json.loads(infer.Predictions(request, timeout=60).prediction)
 
 
@@ -152,17 +155,114 @@ def test_register_scale_set_default_unregister(
 @pytest.mark.parametrize(("request_", "code", "message"), [
     (pb.RegisterModelRequest(), grpc.StatusCode.INVALID_ARGUMENT, "Parameter url is required."),
     (pb.RegisterModelRequest(url="missing.mar"), grpc.StatusCode.NOT_FOUND,
-     "Model archive not found: missing.mar"),
+     "Model archive not found: "),
+    (pb.RegisterModelRequest(url="../toy-1.0/toy.mar"), grpc.StatusCode.INVALID_ARGUMENT,
+     "must not contain '..'"),
+    (pb.RegisterModelRequest(url="s3://bucket/m.mar"), grpc.StatusCode.INVALID_ARGUMENT,
+     "url scheme s3:// is not supported"),
     (pb.RegisterModelRequest(url="https://example.com/m.mar"), grpc.StatusCode.INVALID_ARGUMENT,
-     "downloading archives is not supported"),
+     "url https://example.com/m.mar is not allowed: it matches none of allowed_urls"),
     (pb.RegisterModelRequest(url="toy-1.0/toy.mar", runtime="java"),
-     grpc.StatusCode.INVALID_ARGUMENT, "only 'python'"),
+     grpc.StatusCode.INVALID_ARGUMENT, "runtime 'java' is not supported; torchwire runs python"),
 ])
 def test_register_errors(mgmt: pb_grpc.ManagementAPIsServiceStub, request_: object,
                          code: grpc.StatusCode, message: str) -> None:
     err = error_of(mgmt.RegisterModel, request_)
     assert err.code() is code  # type: ignore[attr-defined]
     assert message in err.details()  # type: ignore[attr-defined]
+
+
+def test_describe_customized_asks_the_handler(mgmt: pb_grpc.ManagementAPIsServiceStub) -> None:
+    # queue1 serves the toy archive, whose handler answers describe requests
+    reply = mgmt.DescribeModel(pb.DescribeModelRequest(model_name="queue1", customized=True),
+                               timeout=60)
+    (doc,) = json.loads(reply.msg)
+    assert doc["modelName"] == "queue1" and doc["workers"][0]["status"] == "READY"
+    assert json.loads(doc["customizedMetadata"]) == {"toy": "metadata"}
+    (plain,) = describe(mgmt, "queue1")
+    assert "customizedMetadata" not in plain
+
+
+def test_failed_registers_leave_no_unpacked_archive(
+        mgmt: pb_grpc.ManagementAPIsServiceStub, infer: ts_grpc.InferenceAPIsServiceStub,
+        example_store: Path) -> None:
+    toy_archive(example_store, "noload", yaml_config="fail_load: true\n")
+    model_dir = Path(echo(infer, "queue1", data=b"model_dir")["model_dir"])  # type: ignore[index]
+    work_dir = model_dir.parent  # where the server unpacks archives
+    before = sorted(work_dir.iterdir())
+    assert model_dir in before
+
+    failed = error_of(mgmt.RegisterModel, pb.RegisterModelRequest(
+        url="noload-1.0/noload.mar", initial_workers=1, synchronous=True))
+    assert failed.code() is grpc.StatusCode.INTERNAL  # type: ignore[attr-defined]
+    assert failed.details().startswith(  # type: ignore[attr-defined]
+        "Failed to start workers for model noload version 1.0:")
+    assert "toy model refuses to load" in failed.details()  # type: ignore[attr-defined]
+    taken = error_of(mgmt.RegisterModel, pb.RegisterModelRequest(url="toy-1.0/toy.mar",
+                                                                 model_name="queue1"))
+    assert taken.code() is grpc.StatusCode.ALREADY_EXISTS  # type: ignore[attr-defined]
+    bad_name = error_of(mgmt.RegisterModel, pb.RegisterModelRequest(url="toy-1.0/toy.mar",
+                                                                    model_name="two words"))
+    assert bad_name.code() is grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert "invalid model name 'two words'" in bad_name.details()  # type: ignore[attr-defined]
+
+    assert sorted(work_dir.iterdir()) == before
+    gone = error_of(mgmt.DescribeModel, pb.DescribeModelRequest(model_name="noload"))
+    assert gone.code() is grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+
+
+class _Web(http.server.BaseHTTPRequestHandler):
+    archive: bytes = b""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's spelling
+        if self.path == "/allowed/web.mar":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.archive)))
+            self.end_headers()
+            self.wfile.write(self.archive)
+        else:
+            self.send_error(404)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@pytest.fixture()
+def web(example_store: Path) -> Iterator[str]:
+    _Web.archive = (example_store / "toy-1.0" / "toy.mar").read_bytes()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Web)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_register_from_urls_obeys_allowed_urls(mgmt: pb_grpc.ManagementAPIsServiceStub,
+                                               infer: ts_grpc.InferenceAPIsServiceStub,
+                                               web: str) -> None:
+    url = f"{web}/allowed/web.mar"
+    reply = mgmt.RegisterModel(pb.RegisterModelRequest(url=url, model_name="web",
+                                                       initial_workers=1), timeout=120)
+    assert reply.msg == "Processing worker updates..."  # not synchronous: loads in background
+    deadline = time.monotonic() + 60
+    while describe(mgmt, "web")[0]["status"] != "Ready":
+        assert time.monotonic() < deadline, "the downloaded model never became ready"
+        time.sleep(0.1)
+    assert describe(mgmt, "web")[0]["modelUrl"] == url
+    assert echo(infer, "web", data=b"net") == {"echo": "net", "batch": 1}
+
+    elsewhere = url.replace("/allowed/", "/elsewhere/")
+    refused = error_of(mgmt.RegisterModel, pb.RegisterModelRequest(url=elsewhere))
+    assert refused.code() is grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert refused.details() == (  # type: ignore[attr-defined]
+        f"url {elsewhere} is not allowed: it matches none of allowed_urls "
+        "(file://.*, http://127.0.0.1:[0-9]+/allowed/.*)")
+    missing = error_of(mgmt.RegisterModel, pb.RegisterModelRequest(url=f"{web}/allowed/no.mar"))
+    assert missing.code() is grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    assert "HTTP 404" in missing.details()  # type: ignore[attr-defined]
+    reply = mgmt.UnregisterModel(pb.UnregisterModelRequest(model_name="web"), timeout=120)
+    assert reply.msg == 'Model "web" unregistered'
 
 
 def test_scale_errors(mgmt: pb_grpc.ManagementAPIsServiceStub) -> None:

@@ -1,17 +1,16 @@
 """The management API (:8081): TorchServe's paths, parameters, status codes and JSON.
 
 Registering and deleting models is off unless ``enable_model_api`` is set (as in
-TorchServe >= 0.11); listing, describing and scaling are always on.
+TorchServe >= 0.11); listing, describing and scaling are always on. This module
+reads the HTTP parameters and writes the answers; the operations themselves are
+:class:`torchwire.admin.ModelAdmin`'s, shared with the gRPC management service.
 """
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
+import functools
 import logging
-import shutil
-from collections.abc import Coroutine, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -19,27 +18,22 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 import torchwire
+from torchwire.admin import Answer, ModelAdmin, Registration, Scaling
 from torchwire.api.access import note_model
-from torchwire.api.describe import describe_model, list_page
 from torchwire.api.management_doc import management_document
-from torchwire.api.payload import json_body, read_body, request_id
-from torchwire.api.responses import json_response, outcome_error
+from torchwire.api.payload import json_body, read_body
+from torchwire.api.responses import json_response
 from torchwire.auth import ROTATABLE, KeyRing
 from torchwire.config import ModelSettings, Settings, model_settings_from_mapping
-from torchwire.errors import BadRequest, ConfigError, InternalError, ModelAPIDisabled
-from torchwire.handlers.base import DESCRIBE_HEADER
-from torchwire.model import ModelState, ModelVersion
+from torchwire.errors import BadRequest, ConfigError
 from torchwire.registry import ModelRegistry
-from torchwire.sources import fetch
-from torchwire.store import ModelSpec, ModelStore
-from torchwire.workers.protocol import Item
+from torchwire.store import ModelStore
 
 log = logging.getLogger(__name__)
 
 Params = Mapping[str, Any]
 REGISTER_SETTINGS = ("batch_size", "max_batch_delay", "initial_workers", "response_timeout",
                      "startup_timeout")
-RUNTIMES = ("python", "python3")
 MAX_REGISTER_BODY = 64 * 1024
 _TRUE = ("true", "1", "yes")
 _FALSE = ("false", "0", "no")
@@ -47,6 +41,11 @@ _FALSE = ("false", "0", "no")
 
 def status(message: str, code: int = 200) -> Response:
     return json_response({"status": message}, code)
+
+
+def answered(request: Request, answer: Answer) -> Response:
+    note_model(request, answer.model)
+    return status(answer.message, 202 if answer.pending else 200)
 
 
 def int_param(params: Params, key: str, default: int, minimum: int) -> int:
@@ -79,12 +78,9 @@ def register_overrides(params: Params) -> ModelSettings:
     given = {k: params[k] for k in REGISTER_SETTINGS if str(params.get(k, "")).strip()
              not in ("", "-1")}
     try:
-        overrides = model_settings_from_mapping(given, "POST /models")
+        return model_settings_from_mapping(given, "POST /models")
     except ConfigError as exc:
         raise BadRequest(str(exc)) from None
-    if overrides.min_workers is not None:  # initial_workers fixes both ends
-        overrides = dataclasses.replace(overrides, max_workers=overrides.min_workers)
-    return overrides
 
 
 async def register_params(request: Request) -> dict[str, Any]:
@@ -98,14 +94,34 @@ async def register_params(request: Request) -> dict[str, Any]:
     return params
 
 
+def registration(params: Params) -> Registration:
+    synchronous = bool_param(params, "synchronous", False)
+    return Registration(
+        url=str(params.get("url") or ""),
+        name=str(params["model_name"]) if params.get("model_name") else None,
+        handler=str(params["handler"]) if params.get("handler") else None,
+        overrides=register_overrides(params),
+        runtime=str(params.get("runtime") or "python"),
+        synchronous=synchronous,
+    )
+
+
+def scaling(params: Params) -> Scaling:
+    low = int_param(params, "min_worker", 1, 0)
+    high = int_param(params, "max_worker", low, 0)
+    timeout = int_param(params, "timeout", -1, -1)
+    drain = None if timeout < 0 else float(timeout)
+    return Scaling(low, high, drain, bool_param(params, "synchronous", False))
+
+
 class ManagementAPI:
+    """The REST face of :class:`~torchwire.admin.ModelAdmin` (and the key rotation)."""
+
     def __init__(self, registry: ModelRegistry, store: ModelStore, settings: Settings,
-                 keys: KeyRing | None = None) -> None:
+                 keys: KeyRing | None = None, admin: ModelAdmin | None = None) -> None:
         self.registry = registry
-        self.store = store
-        self.settings = settings
         self.keys = keys
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.admin = admin or ModelAdmin(registry, store, settings)
 
     def routes(self) -> list[Route]:
         one, versioned = "/models/{model_name}", "/models/{model_name}/{model_version}"
@@ -136,28 +152,14 @@ class ManagementAPI:
         q = request.query_params
         limit = int_param(q, "limit", 100, -(2**31))
         token = int_param(q, "next_page_token", 0, -(2**31))
-        return json_response(list_page(self.registry, limit, token))
+        return json_response(self.admin.list_models(limit, token))
 
     async def describe(self, request: Request) -> Response:
         name = request.path_params["model_name"]
         version = request.path_params.get("model_version")
         customized = bool_param(request.query_params, "customized", False)
-        if version == "all":
-            models = self.registry.versions(name)
-        else:
-            models = [self.registry.get(name, version)]
-        docs = [describe_model(m) for m in models]
-        if customized and version != "all":
-            docs[0]["customizedMetadata"] = await self._customized(models[0], request)
+        docs = await self.admin.describe(name, version, customized, dict(request.headers))
         return json_response(docs)
-
-    async def _customized(self, model: ModelVersion, request: Request) -> str:
-        """Ask the handler's describe_handle() (TorchServe's ``describe: True`` request)."""
-        headers = {**request.headers, DESCRIBE_HEADER: "True"}
-        outcome = await model.infer(Item(request_id(request), (), headers), explain=True)
-        if outcome.status >= 400:
-            raise outcome_error(outcome)
-        return outcome.body.decode("utf-8", "replace")
 
     async def kserve_ready(self, request: Request) -> Response:
         name = request.path_params["model_name"]
@@ -168,107 +170,26 @@ class ManagementAPI:
     async def scale(self, request: Request) -> Response:
         name = request.path_params["model_name"]
         version = request.path_params.get("model_version")
-        model = self.registry.get(name, version)
-        note_model(request, model)
-        q = request.query_params
-        low = int_param(q, "min_worker", 1, 0)
-        high = int_param(q, "max_worker", low, 0)
-        if high < low:
-            raise BadRequest("max_worker cannot be less than min_worker.")
-        timeout = int_param(q, "timeout", -1, -1)
-        drain = None if timeout < 0 else float(timeout)
-        work = model.scale(low, high, drain)
-        if not bool_param(q, "synchronous", False):
-            self._background(work, f"scaling {name} {model.version} to {low}")
-            return status("Processing worker updates...", 202)
-        await work
-        if low and model.state is ModelState.FAILED:
-            raise InternalError(f"Failed to start workers for model {name}: {model.load_error}")
-        where = f"{name}, version: {version}" if version else name
-        return status(f"Workers scaled to {low} for model: {where}")
+        note_model(request, self.registry.get(name, version))  # a 404 before a bad parameter
+        answer = await self.admin.scale(name, version, scaling(request.query_params))
+        return answered(request, answer)
 
     async def set_default(self, request: Request) -> Response:
         name = request.path_params["model_name"]
         version = request.path_params["model_version"]
-        self.registry.set_default(name, version)
-        return status(f'Default version successfully updated for model "{name}" to "{version}"')
+        return status(self.admin.set_default(name, version))
 
     # -- register and unregister -------------------------------------------------
-    def _model_api(self, what: str) -> None:
-        if not self.settings.enable_model_api:
-            raise ModelAPIDisabled.for_action(what)
-
     async def register(self, request: Request) -> Response:
-        self._model_api("registering models")
-        params = await register_params(request)
-        url = str(params.get("url") or "")
-        sync = bool_param(params, "synchronous", False)
-        overrides = register_overrides(params)
-        runtime = str(params.get("runtime") or "python").lower()
-        if runtime not in RUNTIMES:
-            raise BadRequest(f"runtime {runtime!r} is not supported; torchwire runs python")
-        spec_name = str(params["model_name"]) if params.get("model_name") else None
-        handler = str(params["handler"]) if params.get("handler") else None
-        model = await self._build(url, spec_name, handler, overrides)
-        try:
-            self.registry.add(model)
-        except Exception:
-            self._discard(model)
-            raise
-        note_model(request, model)
-        log.info("registered %s %s from %s", model.name, model.version, url)
-        return await self._start(model, sync)
-
-    async def _build(self, url: str, name: str | None, handler: str | None,
-                     overrides: ModelSettings) -> ModelVersion:
-        s = self.settings
-        path, downloaded = await fetch(url, s.model_store, s.allowed_urls, self.store.work_dir,
-                                       float(s.default_startup_timeout))
-        spec = ModelSpec(str(path), name, handler)
-        try:
-            model = await asyncio.to_thread(self.store.build, spec, overrides)
-        except ConfigError as exc:
-            raise BadRequest(str(exc)) from None
-        finally:
-            if downloaded:
-                shutil.rmtree(path.parent, ignore_errors=True)
-        model.model_url = url
-        return model
-
-    async def _start(self, model: ModelVersion, sync: bool) -> Response:
-        workers = model.config.min_workers
-        head = f'Model "{model.name}" Version: {model.version} registered with'
-        if workers == 0:
-            await model.start()
-            return status(f"{head} 0 initial workers. Use scale workers API to add workers "
-                          "for the model.")
-        if not sync:
-            self._background(model.start(), f"starting {model.name} {model.version}")
-            return status("Processing worker updates...", 202)
-        await model.start()
-        if model.state is ModelState.FAILED:
-            error = model.load_error
-            self.registry.discard(model)
-            await model.stop(0)
-            self._discard(model)
-            raise InternalError(f"Failed to start workers for model {model.name} version "
-                                f"{model.version}: {error}")
-        return status(f"{head} {workers} initial workers")
+        self.admin.require_model_api("registering models")  # before reading the body
+        reg = registration(await register_params(request))
+        answer = await self.admin.register(reg, seen=functools.partial(note_model, request))
+        return answered(request, answer)
 
     async def unregister(self, request: Request) -> Response:
-        self._model_api("deleting models")
         name = request.path_params["model_name"]
-        model = self.registry.remove(name, request.path_params.get("model_version"))
-        note_model(request, model)
-        await model.stop(model.config.response_timeout)  # answers what it accepted first
-        self._discard(model)
-        log.info("unregistered %s %s", model.name, model.version)
-        return status(f'Model "{name}" unregistered')
-
-    def _discard(self, model: ModelVersion) -> None:
-        """Delete an unpacked archive (never a directory archive the user owns)."""
-        if Path(model.model_dir).is_relative_to(self.store.work_dir):
-            shutil.rmtree(model.model_dir, ignore_errors=True)
+        answer = await self.admin.unregister(name, request.path_params.get("model_version"))
+        return answered(request, answer)
 
     # -- keys ------------------------------------------------------------------------
     async def rotate_key(self, request: Request) -> Response:
@@ -279,14 +200,3 @@ class ManagementAPI:
         key = self.keys.rotate(kind)
         log.info("the %s key was replaced (%s)", kind, self.keys.path)
         return json_response({kind: key.to_json()})
-
-    # -- background work ---------------------------------------------------------------
-    def _background(self, work: Coroutine[Any, Any, None], what: str) -> None:
-        task = asyncio.get_running_loop().create_task(work, name=what)
-        self._tasks.add(task)
-        task.add_done_callback(lambda t: self._finished(t, what))
-
-    def _finished(self, task: asyncio.Task[None], what: str) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("%s failed", what, exc_info=task.exception())

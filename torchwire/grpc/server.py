@@ -16,11 +16,12 @@ from typing import Any, Protocol
 
 import grpc
 
+from torchwire.admin import ModelAdmin
 from torchwire.config import Address, Settings
 from torchwire.errors import ServeError
 from torchwire.grpc.generated import inference_pb2_grpc, management_pb2_grpc, predict_v2_pb2_grpc
 from torchwire.grpc.inference import InferenceService
-from torchwire.grpc.management import ManagementService, ModelAdmin
+from torchwire.grpc.management import ManagementService
 from torchwire.grpc.oip import OpenInferenceService
 from torchwire.grpc.status import ERROR_TYPE_KEY, grpc_code
 from torchwire.registry import ModelRegistry
@@ -127,10 +128,10 @@ class GrpcListeners:
     """Both gRPC servers: built, bound and started together, stopped gracefully."""
 
     def __init__(self, settings: Settings, registry: ModelRegistry, store: ModelStore,
-                 authorize: Authorizer | None = None) -> None:
+                 authorize: Authorizer | None = None, admin: ModelAdmin | None = None) -> None:
         self.settings = settings
         self.registry = registry
-        self.admin = ModelAdmin(registry, store, settings)
+        self.admin = admin or ModelAdmin(registry, store, settings)
         self.authorize = authorize
         self.servers: list[grpc.aio.Server] = []
         self.ports: dict[str, int] = {}

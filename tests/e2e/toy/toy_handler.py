@@ -36,6 +36,8 @@ class ToyHandler:
     def _one(self, text, batch):
         if text == "pid":
             return {"pid": os.getpid(), "gpu_id": self.context.system_properties["gpu_id"]}
+        if text == "model_dir":
+            return {"model_dir": self.context.system_properties["model_dir"]}
         if text.startswith("sleep:"):
             time.sleep(float(text.split(":")[1]))
             return {"slept": True, "pid": os.getpid()}
