@@ -12,7 +12,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,6 +28,7 @@ class Job:
 
     ``arrived``/``dispatched`` are loop times (batching deadlines); ``received``/``sent``
     are ``time.perf_counter()`` stamps for metrics (uvloop's clock ticks in ms).
+    ``on_partial`` receives the request's intermediate responses, when someone listens.
     """
 
     item: Item
@@ -38,6 +39,7 @@ class Job:
     dispatched: float = field(default=0.0)
     received: float = field(default_factory=time.perf_counter)
     sent: float = 0.0
+    on_partial: Callable[[Outcome], None] | None = None
 
 
 class Slot(Protocol):

@@ -17,6 +17,7 @@ from torchwire.batching import Batcher, Job
 from torchwire.devices import GpuAllocator
 from torchwire.errors import DependencyInstallError, RequestTimeout, ServiceUnavailable
 from torchwire.requirements import ModelRequirements
+from torchwire.stream import ResponseStream
 from torchwire.workers.pool import WorkerPool
 from torchwire.workers.process import WorkerHooks, WorkerProcess
 from torchwire.workers.protocol import BatchDone, Item, Outcome, WorkerSpec
@@ -191,19 +192,36 @@ class ModelVersion:
         return self.pool.events.load_error
 
     # -- inference ---------------------------------------------------------------
+    @property
+    def answer_limit(self) -> float:
+        """How long a caller waits for an answer (or for the next chunk of one).
+
+        The worker times the compute (response_timeout from dispatch); this outer bound
+        only guarantees that a request stuck in the queue still gets an answer.
+        """
+        return self.config.response_timeout + self.config.startup_timeout
+
     async def infer(self, item: Item, explain: bool = False) -> Outcome:
+        """The final answer (a streaming handler's intermediate responses are dropped)."""
         self._check_servable()
         loop = asyncio.get_running_loop()
         job = Job(item, loop.create_future(), loop.time(), explain)
         self.batcher.submit(job)
-        # The worker times the compute (response_timeout from dispatch); this outer bound
-        # only guarantees that a request stuck in the queue still gets an answer.
-        limit = self.config.response_timeout + self.config.startup_timeout
+        limit = self.answer_limit
         try:
             async with asyncio.timeout(limit):
                 return await job.future
         except TimeoutError:
             raise RequestTimeout(f"no worker answered within {limit:g} s") from None
+
+    def infer_stream(self, item: Item, explain: bool = False) -> ResponseStream:
+        """Submit ``item``; its answers (intermediate responses, then the final) stream back."""
+        self._check_servable()
+        loop = asyncio.get_running_loop()
+        job = Job(item, loop.create_future(), loop.time(), explain)
+        stream = ResponseStream(job, self.answer_limit)
+        self.batcher.submit(job)
+        return stream
 
     def _check_servable(self) -> None:
         state = self.state
