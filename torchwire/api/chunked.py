@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Send
 
-from torchwire.api.responses import outcome_error, outcome_response
+from torchwire.api.responses import outcome_response
 from torchwire.errors import InternalError, ServeError
 from torchwire.stream import ResponseStream
 from torchwire.workers.protocol import Outcome
@@ -44,27 +44,38 @@ class ChunkedResponse(StreamingResponse):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def chunk_failure(outcome: Outcome, max_size: int) -> ServeError | None:
+def failure_body(outcome: Outcome, max_size: int) -> bytes | None:
+    """The error body that ends a stream at this chunk; None when the chunk is fine."""
     if outcome.status >= 400:
-        return outcome_error(outcome)
+        return outcome.body
     if len(outcome.body) > max_size:
-        return InternalError(f"a response chunk of {len(outcome.body)} bytes exceeds "
-                             f"max_response_size ({max_size})")
+        err = InternalError(f"a response chunk of {len(outcome.body)} bytes exceeds "
+                            f"max_response_size ({max_size})")
+        return error_body(err)
     return None
+
+
+def error_body(err: ServeError) -> bytes:
+    return json.dumps(err.to_json()).encode()
+
+
+def _broken(stream: ResponseStream, reason: bytes) -> bytes:
+    log.warning("request %s: the streamed answer failed after %d chunk(s): %s",
+                stream.request_id, stream.partials, reason.decode(errors="replace"))
+    return reason
 
 
 async def chunks(first: Outcome, stream: ResponseStream, max_size: int) -> AsyncIterator[bytes]:
     try:
         yield first.body
         async for outcome in stream:
-            err = chunk_failure(outcome, max_size)
-            if err is not None:
-                raise err
+            failure = failure_body(outcome, max_size)
+            if failure is not None:
+                yield _broken(stream, failure)
+                raise StreamBroken
             yield outcome.body
-    except ServeError as err:
-        log.warning("request %s: the streamed answer failed after %d chunk(s): %s",
-                    stream.request_id, stream.partials, err.message)
-        yield json.dumps(err.to_json()).encode()
+    except ServeError as err:  # a timeout or a dead worker
+        yield _broken(stream, error_body(err))
         raise StreamBroken from None
     finally:
         stream.close()
@@ -77,7 +88,7 @@ async def prediction_response(stream: ResponseStream, max_size: int) -> Response
     except BaseException:
         stream.close()
         raise
-    if stream.finished or chunk_failure(first, max_size) is not None:
+    if stream.finished or failure_body(first, max_size) is not None:
         stream.close()
         return outcome_response(first, stream.request_id, max_size)
     headers = {**first.headers, "x-request-id": stream.request_id}
