@@ -24,6 +24,8 @@ class ResponseStream:
     Each wait is bounded by ``limit`` seconds (every chunk restarts it).
     """
 
+    __slots__ = ("_job", "_limit", "_chunks", "_wake", "finished", "partials")
+
     def __init__(self, job: Job, limit: float) -> None:
         self._job = job
         self._limit = limit
@@ -64,7 +66,7 @@ class ResponseStream:
         return future.result()
 
     async def _wait(self) -> None:
-        self._wake = wake = asyncio.get_running_loop().create_future()
+        self._wake = wake = self._job.future.get_loop().create_future()
         try:
             async with asyncio.timeout(self._limit):
                 await wake
