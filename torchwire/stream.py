@@ -57,24 +57,21 @@ class ResponseStream:
             raise StopAsyncIteration
         future = self._job.future
         while not self._chunks and not future.done():
-            await self._wait()
+            self._wake = wake = future.get_loop().create_future()
+            try:
+                async with asyncio.timeout(self._limit):
+                    await wake
+            except TimeoutError:
+                self.close()
+                raise RequestTimeout(f"no worker answered within {self._limit:g} s") from None
+            finally:
+                self._wake = None
         if self._chunks:
             self.partials += 1
             return self._chunks.popleft()
         self.finished = True
         self._job.on_partial = None
         return future.result()
-
-    async def _wait(self) -> None:
-        self._wake = wake = self._job.future.get_loop().create_future()
-        try:
-            async with asyncio.timeout(self._limit):
-                await wake
-        except TimeoutError:
-            self.close()
-            raise RequestTimeout(f"no worker answered within {self._limit:g} s") from None
-        finally:
-            self._wake = None
 
     def close(self) -> None:
         """Stop listening: later chunks are dropped, and a request still queued never runs.
