@@ -227,3 +227,11 @@ def test_a_cancelled_grpc_stream_does_not_hold_the_worker(
     gate.touch()
     reply = stub.Predictions(request("stream1", "next"), timeout=30)
     assert reply.prediction.decode() == "".join(tokens("next"))
+
+
+# -- the Open Inference Protocol --------------------------------------------------------
+def test_oip_answers_with_the_final_answer_only(server: RunningServer) -> None:
+    body = {"inputs": [{"name": "data", "datatype": "BYTES", "shape": [1], "data": ["v"]}]}
+    reply = httpx.post(f"{server.url}/v2/models/stream1/infer", json=body, timeout=30)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["outputs"][0]["data"] == ["v-end/1"]

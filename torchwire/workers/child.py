@@ -96,8 +96,11 @@ class Worker:
         name = self.service.name
 
         def emit(idx: int, value: Any) -> None:
-            outcome = outcome_of(value, self.ctx, idx, name, items[idx])
-            sender.send(positions[idx], items[idx].request_id, outcome)
+            item = items[idx]
+            if is_tensor_item(item):
+                return  # the Open Inference Protocol answers with the final tensors only
+            outcome = result_outcome(value, self.ctx, idx, name)
+            sender.send(positions[idx], item.request_id, outcome)
 
         return emit
 
