@@ -201,15 +201,17 @@ class ModelVersion:
         """
         return self.config.response_timeout + self.config.startup_timeout
 
-    async def infer(self, item: Item, explain: bool = False) -> Outcome:
-        """The final answer (a streaming handler's intermediate responses are dropped)."""
+    async def infer(self, item: Item, explain: bool = False,
+                    on_partial: Callable[[Outcome], None] | None = None) -> Outcome:
+        """The final answer; intermediate responses go to ``on_partial`` (else are dropped)."""
         self._check_servable()
         loop = asyncio.get_running_loop()
         job = Job(item, loop.create_future(), loop.time(), explain)
         self.batcher.submit(job)
         limit = self.answer_limit
         try:
-            async with asyncio.timeout(limit):
+            async with asyncio.timeout(limit) as deadline:
+                job.on_partial = extending(deadline, limit, on_partial)
                 return await job.future
         except TimeoutError:
             raise RequestTimeout(f"no worker answered within {limit:g} s") from None
@@ -274,3 +276,16 @@ class ModelVersion:
 
     def workers(self) -> list[WorkerProcess]:
         return list(self.pool.workers.values())
+
+
+def extending(deadline: asyncio.Timeout, limit: float,
+              then: Callable[[Outcome], None] | None) -> Callable[[Outcome], None]:
+    """An intermediate response shows the model at work: wait ``limit`` more from now."""
+
+    def on_partial(outcome: Outcome) -> None:
+        if not deadline.expired():
+            deadline.reschedule(asyncio.get_running_loop().time() + limit)
+        if then is not None:
+            then(outcome)
+
+    return on_partial

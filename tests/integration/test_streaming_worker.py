@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sys
 from collections.abc import Iterator
@@ -13,9 +14,12 @@ from tests.conftest import TOY
 from torchwire.compat.streaming import send_intermediate_predict_response
 from torchwire.errors import HandlerError
 from torchwire.handlers.context import Context
+from torchwire.model import extending
 from torchwire.workers.child import Worker, load
 from torchwire.workers.partials import PartialSender
 from torchwire.workers.protocol import Batch, Item, Outcome, Param, Partial, WorkerSpec
+
+CHUNK = Outcome(200, b"piece", "text/plain")
 
 
 @pytest.fixture
@@ -98,3 +102,18 @@ def test_send_intermediate_outside_handle_or_for_unknown_requests_says_so() -> N
     ctx.end_batch()
     with pytest.raises(HandlerError):
         ctx.send_intermediate(0, "x")
+
+
+def test_an_intermediate_response_extends_the_callers_wait() -> None:
+    async def wait_past_the_first_deadline() -> list[Outcome]:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[str] = loop.create_future()
+        got: list[Outcome] = []
+        async with asyncio.timeout(1.0) as deadline:
+            hook = extending(deadline, 1.0, got.append)
+            loop.call_later(0.5, hook, CHUNK)  # moves the deadline from 1.0 s to 1.5 s
+            loop.call_later(1.25, answer.set_result, "final")
+            assert await answer == "final"
+        return got
+
+    assert asyncio.run(wait_past_the_first_deadline()) == [CHUNK]

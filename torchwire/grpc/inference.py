@@ -23,7 +23,7 @@ from torchwire.grpc.status import abort, code_number, grpc_code, rpc, unexpected
 from torchwire.oip.request import outcome_failure
 from torchwire.registry import ModelRegistry
 from torchwire.stream import ResponseStream
-from torchwire.workers.protocol import Item, Param
+from torchwire.workers.protocol import Item, Outcome, Param
 
 
 def metadata_headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -57,16 +57,18 @@ class InferenceService(pb_grpc.InferenceAPIsServiceServicer):
     async def predict(self, request: pb.PredictionsRequest,
                       context: grpc.aio.ServicerContext) -> pb.PredictionResponse:
         """The whole answer; a streaming handler's chunks joined, as an HTTP client reads them."""
-        stream = self.start(request, context)
-        parts: list[bytes] = []
-        try:
-            async for outcome in stream:
-                if outcome.status >= 400:
-                    raise outcome_failure(outcome)
-                parts.append(outcome.body)
-        finally:
-            stream.close()
-        return pb.PredictionResponse(prediction=b"".join(parts))
+        if not request.model_name:
+            raise BadRequest("Parameter model_name is required.")
+        model = self.registry.get(request.model_name, request.model_version or None)
+        partials: list[Outcome] = []
+        item = prediction_item(request, metadata_headers(context))
+        outcome = await model.infer(item, on_partial=partials.append)
+        parts = (*partials, outcome)
+        for part in parts:
+            if part.status >= 400:
+                raise outcome_failure(part)
+        body = b"".join(p.body for p in parts) if partials else outcome.body
+        return pb.PredictionResponse(prediction=body)
 
     async def replies(self, request: pb.PredictionsRequest,
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.PredictionResponse]:
