@@ -34,7 +34,7 @@ class ResponseStream:
         self.finished = False
         self.partials = 0  # intermediate responses handed out so far
         job.on_partial = self._push
-        job.future.add_done_callback(self._wakeup)
+        job.on_settled = self._wakeup
 
     @property
     def request_id(self) -> str:
@@ -44,7 +44,7 @@ class ResponseStream:
         self._chunks.append(outcome)
         self._wakeup()
 
-    def _wakeup(self, _: object = None) -> None:
+    def _wakeup(self) -> None:
         wake = self._wake
         if wake is not None and not wake.done():
             wake.set_result(None)
@@ -69,17 +69,21 @@ class ResponseStream:
         if self._chunks:
             self.partials += 1
             return self._chunks.popleft()
+        self._detach()
+        return future.result()
+
+    def _detach(self) -> None:
+        """The last answer is out: unhook from the job (no reference cycle is left)."""
         self.finished = True
         self._job.on_partial = None
-        return future.result()
+        self._job.on_settled = None
 
     def close(self) -> None:
         """Stop listening: later chunks are dropped, and a request still queued never runs.
 
         A batch already running goes on (its other requests are not affected).
         """
-        self.finished = True
-        self._job.on_partial = None
+        self._detach()
         self._chunks.clear()
         if not self._job.future.done():
             self._job.future.cancel()

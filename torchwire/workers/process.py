@@ -199,8 +199,7 @@ class WorkerProcess:
         if not self.inflight:
             self._drained.set()
         for job, outcome in zip(entry.jobs, done.outcomes, strict=False):
-            if not job.future.done():
-                job.future.set_result(outcome)
+            job.answer(outcome)
         self.hooks.batch_done(entry.jobs, done)
         if self.accepting:
             self.hooks.slot_free(self)
@@ -317,8 +316,7 @@ def forward_output(stream: IO[bytes], worker_id: str) -> None:
 
 def _fail(jobs: list[Job], err: ServeError) -> None:
     for job in jobs:
-        if not job.future.done():
-            job.future.set_exception(err)
+        job.fail(err)
 
 
 __all__ = ["WorkerProcess", "WorkerHooks", "WorkerLoadError", "ServiceUnavailable", "Outcome"]
