@@ -12,7 +12,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,6 +28,9 @@ class Job:
 
     ``arrived``/``dispatched`` are loop times (batching deadlines); ``received``/``sent``
     are ``time.perf_counter()`` stamps for metrics (uvloop's clock ticks in ms).
+    ``on_partial`` receives the request's intermediate responses, when someone listens;
+    ``on_settled`` is called as soon as ``future`` has its answer or error (a stream's
+    reader wakes up at once, without a done callback's extra loop iteration).
     """
 
     item: Item
@@ -38,6 +41,20 @@ class Job:
     dispatched: float = field(default=0.0)
     received: float = field(default_factory=time.perf_counter)
     sent: float = 0.0
+    on_partial: Callable[[Outcome], None] | None = None
+    on_settled: Callable[[], None] | None = None
+
+    def answer(self, outcome: Outcome) -> None:
+        if not self.future.done():
+            self.future.set_result(outcome)
+            if self.on_settled is not None:
+                self.on_settled()
+
+    def fail(self, exc: Exception) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+            if self.on_settled is not None:
+                self.on_settled()
 
 
 class Slot(Protocol):
@@ -90,9 +107,7 @@ class Batcher:
 
     def fail_pending(self, exc: Exception) -> None:
         while self.pending:
-            job = self.pending.popleft()
-            if not job.future.done():
-                job.future.set_exception(exc)
+            self.pending.popleft().fail(exc)
 
     async def _run(self) -> None:
         while True:

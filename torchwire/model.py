@@ -17,6 +17,7 @@ from torchwire.batching import Batcher, Job
 from torchwire.devices import GpuAllocator
 from torchwire.errors import DependencyInstallError, RequestTimeout, ServiceUnavailable
 from torchwire.requirements import ModelRequirements
+from torchwire.stream import ResponseStream
 from torchwire.workers.pool import WorkerPool
 from torchwire.workers.process import WorkerHooks, WorkerProcess
 from torchwire.workers.protocol import BatchDone, Item, Outcome, WorkerSpec
@@ -191,19 +192,38 @@ class ModelVersion:
         return self.pool.events.load_error
 
     # -- inference ---------------------------------------------------------------
-    async def infer(self, item: Item, explain: bool = False) -> Outcome:
+    @property
+    def answer_limit(self) -> float:
+        """How long a caller waits for an answer (or for the next chunk of one).
+
+        The worker times the compute (response_timeout from dispatch); this outer bound
+        only guarantees that a request stuck in the queue still gets an answer.
+        """
+        return self.config.response_timeout + self.config.startup_timeout
+
+    async def infer(self, item: Item, explain: bool = False,
+                    on_partial: Callable[[Outcome], None] | None = None) -> Outcome:
+        """The final answer; intermediate responses go to ``on_partial`` (else are dropped)."""
         self._check_servable()
         loop = asyncio.get_running_loop()
         job = Job(item, loop.create_future(), loop.time(), explain)
         self.batcher.submit(job)
-        # The worker times the compute (response_timeout from dispatch); this outer bound
-        # only guarantees that a request stuck in the queue still gets an answer.
-        limit = self.config.response_timeout + self.config.startup_timeout
+        limit = self.answer_limit
         try:
-            async with asyncio.timeout(limit):
+            async with asyncio.timeout(limit) as deadline:
+                job.on_partial = extending(deadline, limit, on_partial)
                 return await job.future
         except TimeoutError:
             raise RequestTimeout(f"no worker answered within {limit:g} s") from None
+
+    def infer_stream(self, item: Item, explain: bool = False) -> ResponseStream:
+        """Submit ``item``; its answers (intermediate responses, then the final) stream back."""
+        self._check_servable()
+        loop = asyncio.get_running_loop()
+        job = Job(item, loop.create_future(), loop.time(), explain)
+        stream = ResponseStream(job, self.answer_limit)
+        self.batcher.submit(job)
+        return stream
 
     def _check_servable(self) -> None:
         state = self.state
@@ -256,3 +276,16 @@ class ModelVersion:
 
     def workers(self) -> list[WorkerProcess]:
         return list(self.pool.workers.values())
+
+
+def extending(deadline: asyncio.Timeout, limit: float,
+              then: Callable[[Outcome], None] | None) -> Callable[[Outcome], None]:
+    """An intermediate response shows the model at work: wait ``limit`` more from now."""
+
+    def on_partial(outcome: Outcome) -> None:
+        if not deadline.expired():
+            deadline.reschedule(asyncio.get_running_loop().time() + limit)
+        if then is not None:
+            then(outcome)
+
+    return on_partial

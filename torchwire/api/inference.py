@@ -8,10 +8,11 @@ from starlette.routing import Route
 
 import torchwire
 from torchwire.api.access import note_model
+from torchwire.api.chunked import prediction_response
 from torchwire.api.kserve_v2_doc import oip_paths
 from torchwire.api.openapi import add_paths, inference_document
 from torchwire.api.payload import item_from_request
-from torchwire.api.responses import json_response, outcome_response
+from torchwire.api.responses import json_response
 from torchwire.config import Settings
 from torchwire.registry import ModelRegistry
 
@@ -53,5 +54,5 @@ class InferenceAPI:
         model = self.registry.get(params["model_name"], params.get("model_version"))
         note_model(request, model)
         item = await item_from_request(request, self.settings.max_request_size)
-        outcome = await model.infer(item, explain)
-        return outcome_response(outcome, item.request_id, self.settings.max_response_size)
+        stream = model.infer_stream(item, explain)
+        return await prediction_response(stream, self.settings.max_response_size)

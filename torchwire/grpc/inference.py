@@ -22,7 +22,8 @@ from torchwire.grpc.generated.google.rpc import status_pb2
 from torchwire.grpc.status import abort, code_number, grpc_code, rpc, unexpected
 from torchwire.oip.request import outcome_failure
 from torchwire.registry import ModelRegistry
-from torchwire.workers.protocol import Item, Param
+from torchwire.stream import ResponseStream
+from torchwire.workers.protocol import Item, Outcome, Param
 
 
 def metadata_headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -46,15 +47,51 @@ class InferenceService(pb_grpc.InferenceAPIsServiceServicer):
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
-    async def predict(self, request: pb.PredictionsRequest,
-                      context: grpc.aio.ServicerContext) -> pb.PredictionResponse:
+    def start(self, request: pb.PredictionsRequest,
+              context: grpc.aio.ServicerContext) -> ResponseStream:
         if not request.model_name:
             raise BadRequest("Parameter model_name is required.")
         model = self.registry.get(request.model_name, request.model_version or None)
-        outcome = await model.infer(prediction_item(request, metadata_headers(context)))
-        if outcome.status >= 400:
-            raise outcome_failure(outcome)
-        return pb.PredictionResponse(prediction=outcome.body)
+        return model.infer_stream(prediction_item(request, metadata_headers(context)))
+
+    async def predict(self, request: pb.PredictionsRequest,
+                      context: grpc.aio.ServicerContext) -> pb.PredictionResponse:
+        """The whole answer; a streaming handler's chunks joined, as an HTTP client reads them."""
+        if not request.model_name:
+            raise BadRequest("Parameter model_name is required.")
+        model = self.registry.get(request.model_name, request.model_version or None)
+        partials: list[Outcome] = []
+        item = prediction_item(request, metadata_headers(context))
+        outcome = await model.infer(item, on_partial=partials.append)
+        parts = (*partials, outcome)
+        for part in parts:
+            if part.status >= 400:
+                raise outcome_failure(part)
+        body = b"".join(p.body for p in parts) if partials else outcome.body
+        return pb.PredictionResponse(prediction=body)
+
+    async def replies(self, request: pb.PredictionsRequest,
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.PredictionResponse]:
+        """One response per intermediate answer, then the final one; an error status raises."""
+        stream = self.start(request, context)
+        try:
+            async for outcome in stream:
+                if outcome.status >= 400:
+                    raise outcome_failure(outcome)
+                yield pb.PredictionResponse(prediction=outcome.body)
+        finally:
+            stream.close()
+
+    async def answers(self, request: pb.PredictionsRequest, context: grpc.aio.ServicerContext
+                      ) -> AsyncIterator[pb.PredictionResponse]:
+        """One request's replies in a bidi stream; a failure is a last reply with ``status``."""
+        try:
+            async for reply in self.replies(request, context):
+                yield reply
+        except ServeError as err:
+            yield failed_reply(err)
+        except Exception as exc:  # noqa: BLE001 - the stream goes on with the next request
+            yield failed_reply(unexpected(exc, "StreamPredictions2"))
 
     @rpc
     async def Ping(self, request: empty_pb2.Empty,
@@ -70,29 +107,30 @@ class InferenceService(pb_grpc.InferenceAPIsServiceServicer):
     async def StreamPredictions(self, request: pb.PredictionsRequest,
                                 context: grpc.aio.ServicerContext
                                 ) -> AsyncIterator[pb.PredictionResponse]:
-        """The handler's answer as a stream (of one response: workers send whole answers)."""
+        """One response per intermediate answer of the handler, then the final one.
+
+        A failure ends the call with its status, also after responses were sent.
+        """
         try:
-            reply = await self.predict(request, context)
+            async for reply in self.replies(request, context):
+                yield reply
         except ServeError as err:
             await abort(context, err)
         except Exception as exc:  # noqa: BLE001 - every call must end with a status
             await abort(context, unexpected(exc, "StreamPredictions"))
-        yield reply
 
     async def StreamPredictions2(self, requests: AsyncIterator[pb.PredictionsRequest],
                                  context: grpc.aio.ServicerContext
                                  ) -> AsyncIterator[pb.PredictionResponse]:
-        """One response per request, in order; a failed request answers with ``status``."""
+        """Each request's responses in order, as StreamPredictions sends them.
+
+        A failed request answers with a reply carrying ``status``; the stream goes on.
+        """
         async for request in requests:
-            try:
-                reply = await self.predict(request, context)
-            except ServeError as err:
-                reply = failed_reply(err)
-            except Exception as exc:  # noqa: BLE001 - the stream goes on with the next request
-                reply = failed_reply(unexpected(exc, "StreamPredictions2"))
-            if request.HasField("sequenceId"):
-                reply.sequenceId = request.sequenceId
-            yield reply
+            async for reply in self.answers(request, context):
+                if request.HasField("sequenceId"):
+                    reply.sequenceId = request.sequenceId
+                yield reply
 
 
 def failed_reply(err: ServeError) -> pb.PredictionResponse:

@@ -6,9 +6,13 @@ TorchServe find the same attributes and methods.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torchwire
+from torchwire.errors import HandlerError
+
+Emit = Callable[[int, Any], None]
 
 
 class RequestProcessor:
@@ -75,10 +79,42 @@ class Context:
         self.metrics = metrics
         self.request_ids: dict[int, str] = {}
         self.request_processor: list[RequestProcessor] = []
+        self._emit: Emit | None = None
 
-    def start_batch(self, request_ids: list[str], headers: list[dict[str, str]]) -> None:
+    def start_batch(self, request_ids: list[str], headers: list[dict[str, str]],
+                    emit: Emit | None = None) -> None:
+        """A batch begins; ``emit`` delivers its intermediate responses (the worker's)."""
         self.request_ids = dict(enumerate(request_ids))
         self.request_processor = [RequestProcessor(h) for h in headers]
+        self._emit = emit
+
+    def end_batch(self) -> None:
+        """``handle()`` returned: intermediate responses are no longer possible."""
+        self._emit = None
+
+    def send_intermediate(self, request: int | str, data: Any) -> None:
+        """Send ``data`` to one request's client now, as a chunk of a streamed answer.
+
+        ``request`` is the request's index in the batch (or its id). ``data`` is encoded
+        like a result of ``handle()``: bytes as they are, str as UTF-8, anything else as
+        JSON; the request's response status and headers at this moment go with it.
+        What ``handle()`` returns for the request is the stream's last chunk.
+        """
+        emit = self._emit
+        if emit is None:
+            raise HandlerError("send_intermediate can only be called while handle() runs")
+        emit(self._index_of(request), data)
+
+    def _index_of(self, request: int | str) -> int:
+        if isinstance(request, str):
+            for idx, rid in self.request_ids.items():
+                if rid == request:
+                    return idx
+            raise HandlerError(f"send_intermediate: no request with id {request!r} in this batch")
+        if request not in self.request_ids:
+            raise HandlerError(f"send_intermediate: no request at index {request!r} in a batch "
+                               f"of {len(self.request_ids)}")
+        return request
 
     def get_request_id(self, idx: int = 0) -> str | None:
         return self.request_ids.get(idx)

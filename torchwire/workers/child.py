@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,11 @@ from torchwire.handlers.loader import Service, resolve
 from torchwire.handlers.metrics import MetricsCache
 from torchwire.oip.tensor import is_tensor_item
 from torchwire.workers.outcome import as_serve_error, error_outcome, result_outcome
+from torchwire.workers.partials import PartialSender, Send
 from torchwire.workers.protocol import (
     Batch,
     BatchDone,
+    FrameWriter,
     Item,
     LoadFailed,
     Outcome,
@@ -87,14 +90,34 @@ class Worker:
         self.service = service
         self.ctx = ctx
 
-    def _call(self, rows: list[dict[str, Any]], items: list[Item], explain: bool) -> list[Any]:
+    def _emitter(self, items: list[Item], positions: list[int],
+                 sender: PartialSender) -> Callable[[int, Any], None]:
+        """What ``context.send_intermediate(idx, value)`` calls during this handler run."""
+        name = self.service.name
+
+        def emit(idx: int, value: Any) -> None:
+            item = items[idx]
+            if is_tensor_item(item):
+                return  # the Open Inference Protocol answers with the final tensors only
+            outcome = result_outcome(value, self.ctx, idx, name)
+            sender.send(positions[idx], item.request_id, outcome)
+
+        return emit
+
+    def _call(self, rows: list[dict[str, Any]], items: list[Item], positions: list[int],
+              explain: bool, sender: PartialSender) -> list[Any]:
         headers = [dict(i.headers) for i in items]
         if explain:
             for h in headers:
                 if DESCRIBE_HEADER not in h:  # a describe request runs alone, like explain
                     h[EXPLAIN_HEADER] = "True"
-        self.ctx.start_batch([i.request_id for i in items], headers)
-        results = self.service.handle(rows, self.ctx)
+        sender.attempt(positions)
+        self.ctx.start_batch([i.request_id for i in items], headers,
+                             self._emitter(items, positions, sender))
+        try:
+            results = self.service.handle(rows, self.ctx)
+        finally:
+            self.ctx.end_batch()
         if not isinstance(results, list) or len(results) != len(rows):
             got = len(results) if isinstance(results, list) else type(results).__name__
             raise HandlerError(
@@ -103,16 +126,19 @@ class Worker:
         name = self.service.name
         return [outcome_of(r, self.ctx, i, name, items[i]) for i, r in enumerate(results)]
 
-    def _run_rows(self, rows: list[dict[str, Any]], items: list[Item], explain: bool) -> list[Any]:
+    def _run_rows(self, rows: list[dict[str, Any]], items: list[Item], positions: list[int],
+                  explain: bool, sender: PartialSender) -> list[Any]:
         try:
-            return self._call(rows, items, explain)
+            return self._call(rows, items, positions, explain, sender)
         except Exception as exc:  # noqa: BLE001 - user code may raise anything
             if len(rows) == 1:
                 return [error_outcome(as_serve_error(exc, self.service.name))]
             # Find the culprit: run each request alone so only the bad one fails.
-            return [self._run_rows([r], [i], explain)[0] for r, i in zip(rows, items, strict=True)]
+            return [self._run_rows([r], [i], [p], explain, sender)[0]
+                    for r, i, p in zip(rows, items, positions, strict=True)]
 
-    def run(self, batch: Batch) -> list[Outcome]:
+    def run(self, batch: Batch, send: Send | None = None) -> list[Outcome]:
+        """Answer every request of ``batch``; intermediate responses go to ``send``."""
         outcomes: list[Outcome | None] = [None] * len(batch.items)
         rows: list[dict[str, Any]] = []
         good: list[int] = []
@@ -124,7 +150,9 @@ class Worker:
                 outcomes[idx] = error_outcome(exc)
         if rows:
             items = [batch.items[i] for i in good]
-            for idx, outcome in zip(good, self._run_rows(rows, items, batch.explain), strict=True):
+            sender = PartialSender(send, batch.batch_id, len(batch.items))
+            done = self._run_rows(rows, items, good, batch.explain, sender)
+            for idx, outcome in zip(good, done, strict=True):
                 outcomes[idx] = outcome
         return [o for o in outcomes if o is not None]
 
@@ -184,12 +212,13 @@ def reader(sock: socket.socket, jobs: queue.SimpleQueue[Batch | None]) -> None:
 def serve(sock: socket.socket, worker: Worker) -> None:
     jobs: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
     threading.Thread(target=reader, args=(sock, jobs), daemon=True, name="reader").start()
+    writer = FrameWriter(sock)  # the handler may send intermediate responses meanwhile
     while (batch := jobs.get()) is not None:
         start = time.perf_counter()
-        outcomes = worker.run(batch)
+        outcomes = worker.run(batch, writer.send)
         elapsed = (time.perf_counter() - start) * 1000
         records = worker.ctx.metrics.drain()
-        sock.sendall(encode(BatchDone(batch.batch_id, tuple(outcomes), elapsed, records)))
+        writer.send(BatchDone(batch.batch_id, tuple(outcomes), elapsed, records))
 
 
 def main(argv: list[str]) -> int:

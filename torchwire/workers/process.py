@@ -29,6 +29,7 @@ from torchwire.workers.protocol import (
     BatchDone,
     LoadFailed,
     Outcome,
+    Partial,
     Ready,
     WorkerSpec,
     decode,
@@ -198,8 +199,7 @@ class WorkerProcess:
         if not self.inflight:
             self._drained.set()
         for job, outcome in zip(entry.jobs, done.outcomes, strict=False):
-            if not job.future.done():
-                job.future.set_result(outcome)
+            job.answer(outcome)
         self.hooks.batch_done(entry.jobs, done)
         if self.accepting:
             self.hooks.slot_free(self)
@@ -211,10 +211,24 @@ class WorkerProcess:
                 entry.timer = self._arm_timer(entry.batch.batch_id)
             return
 
+    def _partial(self, message: Partial) -> None:
+        """An intermediate response: hand it to its listener; the batch's clock restarts."""
+        entry = self.inflight.get(message.batch_id)
+        if entry is None or message.index >= len(entry.jobs):
+            return  # the batch already timed out
+        if entry.timer is not None:  # like TorchServe: response_timeout bounds the silence
+            entry.timer.cancel()
+            entry.timer = self._arm_timer(message.batch_id)
+        job = entry.jobs[message.index]
+        if job.on_partial is not None and not job.future.done():
+            job.on_partial(message.outcome)
+
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         while (message := await self._read_message(reader)) is not None:
             if isinstance(message, BatchDone):
                 self._finish(message)
+            elif isinstance(message, Partial):
+                self._partial(message)
         await self._on_exit()
 
     async def _on_exit(self) -> None:
@@ -302,8 +316,7 @@ def forward_output(stream: IO[bytes], worker_id: str) -> None:
 
 def _fail(jobs: list[Job], err: ServeError) -> None:
     for job in jobs:
-        if not job.future.done():
-            job.future.set_exception(err)
+        job.fail(err)
 
 
 __all__ = ["WorkerProcess", "WorkerHooks", "WorkerLoadError", "ServiceUnavailable", "Outcome"]

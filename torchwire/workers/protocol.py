@@ -10,6 +10,7 @@ from __future__ import annotations
 import pickle
 import socket
 import struct
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,20 @@ class BatchDone:
 
 
 @dataclass(frozen=True)
+class Partial:
+    """An intermediate answer for one request of a batch that is still running.
+
+    A streaming handler sends these (``context.send_intermediate``) before it returns;
+    ``index`` is the request's position in the batch, ``request_id`` its id.
+    """
+
+    batch_id: int
+    index: int
+    request_id: str
+    outcome: Outcome
+
+
+@dataclass(frozen=True)
 class Ready:
     pid: int
     device: str
@@ -102,6 +117,19 @@ class LoadFailed:
 def encode(message: object) -> bytes:
     payload = pickle.dumps(message, protocol=5)
     return HEADER.pack(len(payload)) + payload
+
+
+class FrameWriter:
+    """Writes whole frames to a blocking socket; safe to share between threads."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._lock = threading.Lock()
+
+    def send(self, message: object) -> None:
+        frame = encode(message)
+        with self._lock:
+            self._sock.sendall(frame)
 
 
 def decode(payload: bytes) -> object:

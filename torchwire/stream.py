@@ -1,0 +1,89 @@
+"""ResponseStream: one request's answers as they arrive, for the APIs that stream.
+
+A streaming handler sends intermediate responses before it returns; the worker
+forwards each at once and the request's stream yields them in order, then the
+final outcome (what ``handle()`` returned). For an ordinary handler the stream
+yields just the final outcome. Nothing waits on the client: chunks it has not
+read yet wait here, and the worker never blocks on a slow or vanished client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from torchwire.batching import Job
+from torchwire.errors import RequestTimeout
+from torchwire.workers.protocol import Outcome
+
+
+class ResponseStream:
+    """Iterate it for Outcomes; ``finished`` turns True with the final one.
+
+    A failure (a timeout, a dead worker) raises its ServeError from the iteration.
+    Each wait is bounded by ``limit`` seconds (every chunk restarts it).
+    """
+
+    __slots__ = ("_job", "_limit", "_chunks", "_wake", "finished", "partials")
+
+    def __init__(self, job: Job, limit: float) -> None:
+        self._job = job
+        self._limit = limit
+        self._chunks: deque[Outcome] = deque()
+        self._wake: asyncio.Future[None] | None = None
+        self.finished = False
+        self.partials = 0  # intermediate responses handed out so far
+        job.on_partial = self._push
+        job.on_settled = self._wakeup
+
+    @property
+    def request_id(self) -> str:
+        return self._job.item.request_id
+
+    def _push(self, outcome: Outcome) -> None:
+        self._chunks.append(outcome)
+        self._wakeup()
+
+    def _wakeup(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def __aiter__(self) -> ResponseStream:
+        return self
+
+    async def __anext__(self) -> Outcome:
+        if self.finished:
+            raise StopAsyncIteration
+        future = self._job.future
+        while not self._chunks and not future.done():
+            self._wake = wake = future.get_loop().create_future()
+            try:
+                async with asyncio.timeout(self._limit):
+                    await wake
+            except TimeoutError:
+                self.close()
+                raise RequestTimeout(f"no worker answered within {self._limit:g} s") from None
+            finally:
+                self._wake = None
+        if self._chunks:
+            self.partials += 1
+            return self._chunks.popleft()
+        self._detach()
+        return future.result()
+
+    def _detach(self) -> None:
+        """The last answer is out: unhook from the job (no reference cycle is left)."""
+        self.finished = True
+        self._job.on_partial = None
+        self._job.on_settled = None
+
+    def close(self) -> None:
+        """Stop listening: later chunks are dropped, and a request still queued never runs.
+
+        A batch already running goes on (its other requests are not affected).
+        """
+        self._detach()
+        self._chunks.clear()
+        if not self._job.future.done():
+            self._job.future.cancel()
