@@ -41,6 +41,11 @@ def test_grpc_needs_keys_when_auth_is_forced(tmp_path: Path) -> None:
             good = (("authorization", f"Bearer {keys['inference']['key']}"),)
             answer = json.loads(stub.Predictions(request, metadata=good).prediction)
             assert answer["echo"] == "hi"
+            for name, expected in (("authorization", None), ("x-trace", "t-1")):
+                ask = pb.PredictionsRequest(model_name="toy",
+                                            input={"data": f"header:{name}".encode()})
+                seen = stub.Predictions(ask, metadata=(*good, ("x-trace", "t-1")))
+                assert json.loads(seen.prediction)["value"] == expected, name
             with pytest.raises(grpc.RpcError) as mgmt:
                 mstub.ListModels(mpb.ListModelsRequest())
             assert mgmt.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -27,11 +27,13 @@ from torchwire.workers.protocol import Item, Outcome, Param
 
 
 def metadata_headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
-    """The call's text metadata, as the request headers a handler sees."""
+    """The call's text metadata, as the request headers a handler sees: never the
+    ``authorization`` entry, which carries the server's key (as REST drops that header
+    once it is checked)."""
     return {
         key: value
         for key, value in (context.invocation_metadata() or ())
-        if isinstance(value, str)
+        if isinstance(value, str) and key != "authorization"
     }
 
 

@@ -18,6 +18,7 @@ from torchwire.config import ModelSettings
 from torchwire.errors import BadRequest
 from torchwire.grpc.generated import management_pb2 as pb
 from torchwire.grpc.generated import management_pb2_grpc as pb_grpc
+from torchwire.grpc.inference import metadata_headers
 from torchwire.grpc.status import rpc
 
 __all__ = ["ManagementService", "ModelAdmin"]
@@ -46,12 +47,6 @@ def scaling(request: pb.ScaleWorkerRequest) -> Scaling:
     return Scaling(low, high, drain, request.synchronous)
 
 
-def text_metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
-    """The call's text metadata as request headers (never the key)."""
-    return {key: value for key, value in (context.invocation_metadata() or ())
-            if isinstance(value, str) and key != "authorization"}
-
-
 def required(value: str, name: str) -> str:
     if not value:
         raise BadRequest(f"Parameter {name} is required.")
@@ -71,7 +66,7 @@ class ManagementService(pb_grpc.ManagementAPIsServiceServicer):
                             context: grpc.aio.ServicerContext) -> pb.ManagementResponse:
         name = required(request.model_name, "model_name")
         doc = await self.admin.describe(name, request.model_version or None,
-                                        request.customized, text_metadata(context))
+                                        request.customized, metadata_headers(context))
         return reply(json.dumps(doc, indent=2))
 
     @rpc

@@ -31,7 +31,11 @@ class ToyHandler:
         texts = [_text(row) for row in data]
         if "wrong-count" in texts:
             return []
-        return [self._one(t, len(texts)) for t in texts]
+        return [self._header(i, t[len("header:"):], context) if t.startswith("header:")
+                else self._one(t, len(texts)) for i, t in enumerate(texts)]
+
+    def _header(self, index, name, context):
+        return {"header": name, "value": context.get_request_header(index, name)}
 
     def _one(self, text, batch):
         if text == "pid":
