@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -274,3 +277,39 @@ def oip_server(example_store: Path,
     running = start_server(tmp, store, archives, config)
     yield running
     stop_server(running)
+
+
+class _ArchiveWeb(http.server.BaseHTTPRequestHandler):
+    """Serves ``archive`` at /allowed/web.mar and a redirect at /allowed/hop.mar; else 404."""
+
+    archive: bytes = b""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's spelling
+        if self.path == "/allowed/web.mar":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(self.archive)))
+            self.end_headers()
+            self.wfile.write(self.archive)
+        elif self.path == "/allowed/hop.mar":
+            self.send_response(302)
+            self.send_header("Location", "/elsewhere/web.mar")
+            self.end_headers()
+        else:
+            self.send_error(404)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
+@contextmanager
+def serving_archive(archive: bytes) -> Iterator[str]:
+    """A loopback web server for URL registrations; yields its base URL."""
+    handler = type("ArchiveWeb", (_ArchiveWeb,), {"archive": archive})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

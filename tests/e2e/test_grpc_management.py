@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.conftest import RunningServer, second_version, toy_archive
+from tests.conftest import RunningServer, second_version, serving_archive, toy_archive
 from torchwire.grpc.generated import inference_pb2 as ts
 from torchwire.grpc.generated import inference_pb2_grpc as ts_grpc
 from torchwire.grpc.generated import management_pb2 as pb
@@ -211,31 +209,10 @@ def test_failed_registers_leave_no_unpacked_archive(
     assert gone.code() is grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
 
 
-class _Web(http.server.BaseHTTPRequestHandler):
-    archive: bytes = b""
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's spelling
-        if self.path == "/allowed/web.mar":
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(self.archive)))
-            self.end_headers()
-            self.wfile.write(self.archive)
-        else:
-            self.send_error(404)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-
 @pytest.fixture()
 def web(example_store: Path) -> Iterator[str]:
-    _Web.archive = (example_store / "toy-1.0" / "toy.mar").read_bytes()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Web)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving_archive((example_store / "toy-1.0" / "toy.mar").read_bytes()) as url:
+        yield url
 
 
 def test_register_from_urls_obeys_allowed_urls(mgmt: pb_grpc.ManagementAPIsServiceStub,

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
 import os
 import stat
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +15,14 @@ import httpx
 import pytest
 from openapi_spec_validator import validate
 
-from tests.conftest import RunningServer, free_port, second_version, start_server, stop_server
+from tests.conftest import (
+    RunningServer,
+    free_port,
+    second_version,
+    serving_archive,
+    start_server,
+    stop_server,
+)
 from tests.conftest import toy_archive as make_toy
 
 
@@ -275,35 +280,10 @@ def test_failed_synchronous_register_is_500_and_not_kept(mgmt: Mgmt) -> None:
     assert after.status_code == 404
 
 
-class _Web(http.server.BaseHTTPRequestHandler):
-    archive: bytes = b""
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's spelling
-        if self.path == "/allowed/web.mar":
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(self.archive)))
-            self.end_headers()
-            self.wfile.write(self.archive)
-        elif self.path == "/allowed/hop.mar":
-            self.send_response(302)
-            self.send_header("Location", "/elsewhere/web.mar")
-            self.end_headers()
-        else:
-            self.send_error(404)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass
-
-
 @pytest.fixture()
 def web(mgmt: Mgmt) -> Iterator[str]:
-    _Web.archive = (mgmt.store / "extra-1.0" / "extra.mar").read_bytes()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Web)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving_archive((mgmt.store / "extra-1.0" / "extra.mar").read_bytes()) as url:
+        yield url
 
 
 def test_register_from_an_allowed_http_url(mgmt: Mgmt, web: str) -> None:
