@@ -20,15 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torchwire.api.describe import describe_model, list_page
-from torchwire.api.responses import outcome_error
 from torchwire.config import ModelSettings, Settings
+from torchwire.describe import describe_model, list_page
 from torchwire.errors import BadRequest, ConfigError, InternalError, ModelAPIDisabled
 from torchwire.handlers.base import DESCRIBE_HEADER
 from torchwire.model import ModelState, ModelVersion
 from torchwire.registry import ModelRegistry
 from torchwire.sources import fetch
 from torchwire.store import ModelSpec, ModelStore
+from torchwire.workers.outcome import outcome_error
 from torchwire.workers.protocol import Item
 
 log = logging.getLogger(__name__)

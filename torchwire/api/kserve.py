@@ -11,11 +11,12 @@ from starlette.routing import Route
 
 from torchwire.api.access import note_model
 from torchwire.api.payload import json_body, read_body, request_id
-from torchwire.api.responses import json_response, outcome_error, outcome_value
+from torchwire.api.responses import json_response, outcome_value
 from torchwire.config import Settings
 from torchwire.errors import BadRequest
 from torchwire.model import ModelVersion
 from torchwire.registry import ModelRegistry
+from torchwire.workers.outcome import outcome_error
 from torchwire.workers.protocol import Item, Param
 
 

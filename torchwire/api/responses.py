@@ -84,10 +84,3 @@ def outcome_value(outcome: Outcome) -> Any:
         return base64.b64encode(outcome.body).decode()
 
 
-def outcome_error(outcome: Outcome) -> ServeError:
-    try:
-        data = json.loads(outcome.body)
-        message = str(data.get("message", data))
-    except (ValueError, AttributeError):
-        message = outcome.body.decode(errors="replace")
-    return error_for_status(outcome.status, message)

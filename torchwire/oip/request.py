@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torchwire
-from torchwire.api.responses import outcome_error
 from torchwire.errors import BadRequest, InternalError, ServeError
 from torchwire.model import ModelVersion
 from torchwire.oip.metadata import check_inputs, metadata_of
 from torchwire.oip.tensor import TENSORS_CONTENT_TYPE, Tensor, decode_tensors
+from torchwire.workers.outcome import outcome_error
 from torchwire.workers.protocol import Item, Outcome, Param
 
 SERVER_NAME = "torchwire"

@@ -76,3 +76,13 @@ def result_outcome(result: Any, ctx: Context, idx: int, handler: str) -> Outcome
     content_type = headers.pop("content-type", content_type)
     status, _ = ctx.get_response_status(idx)
     return Outcome(status, body, content_type, headers)
+
+
+def outcome_error(outcome: Outcome) -> ServeError:
+    """The ServeError a failed Outcome stands for (its status, the message of its body)."""
+    try:
+        data = json.loads(outcome.body)
+        message = str(data.get("message", data))
+    except (ValueError, AttributeError):
+        message = outcome.body.decode(errors="replace")
+    return error_for_status(outcome.status, message)
