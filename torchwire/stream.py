@@ -4,7 +4,9 @@ A streaming handler sends intermediate responses before it returns; the worker
 forwards each at once and the request's stream yields them in order, then the
 final outcome (what ``handle()`` returned). For an ordinary handler the stream
 yields just the final outcome. Nothing waits on the client: chunks it has not
-read yet wait here, and the worker never blocks on a slow or vanished client.
+read yet wait here, and the worker never blocks on a slow or vanished client;
+a client so slow that more than ``max_buffered`` bytes of its answer wait unread
+loses the stream (it ends with an error) rather than the front its memory.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import asyncio
 from collections import deque
 
 from torchwire.batching import Job
-from torchwire.errors import RequestTimeout
+from torchwire.errors import InternalError, RequestTimeout
 from torchwire.workers.protocol import Outcome
+
+MAX_BUFFERED = 64 * 1024 * 1024  # bytes of one request's chunks that may wait unread
 
 
 class ResponseStream:
@@ -24,12 +28,16 @@ class ResponseStream:
     Each wait is bounded by ``limit`` seconds (every chunk restarts it).
     """
 
-    __slots__ = ("_job", "_limit", "_chunks", "_wake", "finished", "partials")
+    __slots__ = ("_job", "_limit", "_chunks", "_wake", "_buffered", "_max_buffered",
+                 "_overflow", "finished", "partials")
 
-    def __init__(self, job: Job, limit: float) -> None:
+    def __init__(self, job: Job, limit: float, max_buffered: int = MAX_BUFFERED) -> None:
         self._job = job
         self._limit = limit
         self._chunks: deque[Outcome] = deque()
+        self._buffered = 0  # bytes of the chunks in _chunks
+        self._max_buffered = max_buffered
+        self._overflow = False
         self._wake: asyncio.Future[None] | None = None
         self.finished = False
         self.partials = 0  # intermediate responses handed out so far
@@ -41,7 +49,12 @@ class ResponseStream:
         return self._job.item.request_id
 
     def _push(self, outcome: Outcome) -> None:
-        self._chunks.append(outcome)
+        self._buffered += len(outcome.body)
+        if self._buffered > self._max_buffered:
+            self.close()
+            self._overflow = True
+        else:
+            self._chunks.append(outcome)
         self._wakeup()
 
     def _wakeup(self) -> None:
@@ -52,7 +65,15 @@ class ResponseStream:
     def __aiter__(self) -> ResponseStream:
         return self
 
+    def _check_overflow(self) -> None:
+        if self._overflow:
+            self._overflow = False  # said once; the stream is over
+            raise InternalError(
+                f"request {self.request_id}: the client read its streamed answer too slowly "
+                f"(more than {self._max_buffered} bytes waited unread), so the stream was ended")
+
     async def __anext__(self) -> Outcome:
+        self._check_overflow()
         if self.finished:
             raise StopAsyncIteration
         future = self._job.future
@@ -66,9 +87,12 @@ class ResponseStream:
                 raise RequestTimeout(f"no worker answered within {self._limit:g} s") from None
             finally:
                 self._wake = None
+        self._check_overflow()
         if self._chunks:
             self.partials += 1
-            return self._chunks.popleft()
+            chunk = self._chunks.popleft()
+            self._buffered -= len(chunk.body)
+            return chunk
         self._detach()
         return future.result()
 
@@ -85,5 +109,6 @@ class ResponseStream:
         """
         self._detach()
         self._chunks.clear()
+        self._buffered = 0
         if not self._job.future.done():
             self._job.future.cancel()
