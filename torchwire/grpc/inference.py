@@ -20,6 +20,7 @@ from torchwire.grpc.generated import inference_pb2 as pb
 from torchwire.grpc.generated import inference_pb2_grpc as pb_grpc
 from torchwire.grpc.generated.google.rpc import status_pb2
 from torchwire.grpc.status import abort, code_number, grpc_code, rpc, unexpected
+from torchwire.model import ModelVersion
 from torchwire.oip.request import outcome_failure
 from torchwire.registry import ModelRegistry
 from torchwire.stream import ResponseStream
@@ -49,21 +50,24 @@ class InferenceService(pb_grpc.InferenceAPIsServiceServicer):
     def __init__(self, registry: ModelRegistry) -> None:
         self.registry = registry
 
-    def start(self, request: pb.PredictionsRequest,
-              context: grpc.aio.ServicerContext) -> ResponseStream:
+    def target(self, request: pb.PredictionsRequest,
+               context: grpc.aio.ServicerContext) -> tuple[ModelVersion, Item]:
+        """The model version a request names, and the request as the batcher takes it."""
         if not request.model_name:
             raise BadRequest("Parameter model_name is required.")
         model = self.registry.get(request.model_name, request.model_version or None)
-        return model.infer_stream(prediction_item(request, metadata_headers(context)))
+        return model, prediction_item(request, metadata_headers(context))
+
+    def start(self, request: pb.PredictionsRequest,
+              context: grpc.aio.ServicerContext) -> ResponseStream:
+        model, item = self.target(request, context)
+        return model.infer_stream(item)
 
     async def predict(self, request: pb.PredictionsRequest,
                       context: grpc.aio.ServicerContext) -> pb.PredictionResponse:
         """The whole answer; a streaming handler's chunks joined, as an HTTP client reads them."""
-        if not request.model_name:
-            raise BadRequest("Parameter model_name is required.")
-        model = self.registry.get(request.model_name, request.model_version or None)
+        model, item = self.target(request, context)
         partials: list[Outcome] = []
-        item = prediction_item(request, metadata_headers(context))
         outcome = await model.infer(item, on_partial=partials.append)
         parts = (*partials, outcome)
         for part in parts:
