@@ -133,18 +133,25 @@ def wait_until(check: Callable[[], bool], deadline_s: float, what: str) -> None:
     raise TimeoutError(f"{what} did not happen within {deadline_s} s")
 
 
-def toy_archive(store: Path, name: str, version: str = "1.0",
-                yaml_config: str | None = None) -> Path:
-    files = {"toy_handler.py": TOY / "toy_handler.py"}
+def handler_archive(store: Path, name: str, handler: Path, dest: Path,
+                    version: str = "1.0", yaml_config: str | None = None) -> Path:
+    """An archive of one handler file (and a model-config.yaml when given), into ``dest``."""
+    files = {handler.name: handler}
     config_file = None
     if yaml_config is not None:
         cfg = store / f".{name}-model-config.yaml"
         cfg.write_text(yaml_config)
         files["model-config.yaml"] = cfg
         config_file = "model-config.yaml"
-    manifest = Manifest(model_name=name, model_version=version, handler="toy_handler.py",
+    manifest = Manifest(model_name=name, model_version=version, handler=handler.name,
                         config_file=config_file)
-    return write_archive(manifest, files, store / f"{name}-{version}", force=True)
+    return write_archive(manifest, files, dest, force=True)
+
+
+def toy_archive(store: Path, name: str, version: str = "1.0",
+                yaml_config: str | None = None) -> Path:
+    return handler_archive(store, name, TOY / "toy_handler.py", store / f"{name}-{version}",
+                           version, yaml_config)
 
 
 def second_version(archive: Path, out: Path, tmp: Path) -> Path:
@@ -212,15 +219,8 @@ class TinyNet(nn.Module):
 
 def tensor_archive(store: Path, name: str, yaml_config: str | None = None) -> Path:
     """The tensor-reporting test handler (tests/e2e/tensors) as an archive."""
-    files = {"tensor_handler.py": TENSORS / "tensor_handler.py"}
-    config_file = None
-    if yaml_config is not None:
-        cfg = store / f".{name}-model-config.yaml"
-        cfg.write_text(yaml_config)
-        files["model-config.yaml"] = cfg
-        config_file = "model-config.yaml"
-    manifest = Manifest(model_name=name, handler="tensor_handler.py", config_file=config_file)
-    return write_archive(manifest, files, store / name, force=True)
+    return handler_archive(store, name, TENSORS / "tensor_handler.py", store / name,
+                           yaml_config=yaml_config)
 
 
 def tiny_classifier_archive(store: Path, name: str = "tiny") -> Path:

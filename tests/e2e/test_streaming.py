@@ -11,8 +11,7 @@ import grpc
 import httpx
 import pytest
 
-from tests.conftest import TOY, RunningServer, start_server, stop_server
-from torchwire.archive import Manifest, write_archive
+from tests.conftest import TOY, RunningServer, handler_archive, start_server, stop_server
 from torchwire.grpc.generated import inference_pb2 as pb
 from torchwire.grpc.generated import inference_pb2_grpc as pb_grpc
 
@@ -20,18 +19,13 @@ TSHANDLERS = Path(__file__).resolve().parent / "tshandlers"
 READ_TIMEOUT = httpx.Timeout(30.0)  # a chunk that never comes fails the test, not hangs it
 
 
-def handler_archive(store: Path, name: str, source: Path) -> Path:
-    manifest = Manifest(model_name=name, handler=source.name)
-    return write_archive(manifest, {source.name: source}, store / name, force=True)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     tmp = tmp_path_factory.mktemp("streaming")
     store = tmp / "store"
     store.mkdir()
-    handler_archive(store, "stream", TOY / "stream_handler.py")
-    handler_archive(store, "tsstream", TSHANDLERS / "streaming_ts.py")
+    handler_archive(store, "stream", TOY / "stream_handler.py", store / "stream")
+    handler_archive(store, "tsstream", TSHANDLERS / "streaming_ts.py", store / "tsstream")
     models = {
         "stream": {"1.0": {"batchSize": 2, "maxBatchDelay": 5000}},
         "stream1": {"1.0": {"batchSize": 1, "maxBatchDelay": 0}},
