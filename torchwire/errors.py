@@ -110,6 +110,12 @@ class WorkerDied(ServiceUnavailable):
     type_name = "WorkerDiedException"
 
 
+class DownloadArchiveError(BadRequest):
+    """An http(s) archive URL could not be downloaded."""
+
+    type_name = "DownloadArchiveException"
+
+
 class ArchiveError(BadRequest):
     """An archive is malformed, unsafe or missing its manifest."""
 

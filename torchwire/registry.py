@@ -28,7 +28,8 @@ class ModelRegistry:
     def add(self, model: ModelVersion, make_default: bool = False) -> None:
         versions = self._models.setdefault(model.name, {})
         if model.version in versions:
-            raise Conflict(f"Model version {model.version} for model {model.name} already exists")
+            raise Conflict(f"Model version {model.version} is already registered for model "
+                           f"{model.name}")
         versions[model.version] = model
         if make_default or model.name not in self._default:
             self._default[model.name] = model.version
@@ -60,7 +61,9 @@ class ModelRegistry:
             self._default[model.name] = next(iter(versions))
 
     def set_default(self, name: str, version: str) -> None:
-        self.get(name, version)
+        if version not in self._models.get(name, {}):
+            self.get(name)  # ModelNotFound for an unknown name
+            raise ModelVersionNotFound(f"Model version {version} does not exist for model {name}")
         self._default[name] = version
 
     def default_version(self, name: str) -> str:

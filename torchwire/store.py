@@ -73,11 +73,14 @@ class ModelStore:
         raise ModelNotFound(f"Model archive not found: {url}{where}")
 
     def build(self, spec: ModelSpec, overrides: ModelSettings | None = None,
-              loaded_at_startup: bool = False) -> ModelVersion:
+              loaded_at_startup: bool = False,
+              default_workers: int | None = None) -> ModelVersion:
+        """A version of ``spec``; ``default_workers``: workers where no layer sets them
+        (None: default_workers_per_model, or one per GPU)."""
         archive = self.locate(spec.url)
         model_dir = open_archive(archive, self.work_dir)
         try:
-            return self._version(spec, model_dir, overrides, loaded_at_startup)
+            return self._version(spec, model_dir, overrides, loaded_at_startup, default_workers)
         except BaseException:
             self.discard(model_dir)
             raise
@@ -90,14 +93,15 @@ class ModelStore:
         shutil.rmtree(self.work_dir / top, ignore_errors=True)
 
     def _version(self, spec: ModelSpec, model_dir: Path, overrides: ModelSettings | None,
-                 loaded_at_startup: bool) -> ModelVersion:
+                 loaded_at_startup: bool, default_workers: int | None) -> ModelVersion:
         manifest = read_manifest(model_dir)
         if spec.name and spec.name != manifest.model_name:
             manifest = _renamed(manifest, spec.name)
         if spec.handler:
             manifest = replace(manifest, handler=spec.handler)
         yaml_config = read_model_config(model_dir, manifest)
-        config = self.serving_config(manifest, yaml_config, overrides or ModelSettings())
+        config = self.serving_config(manifest, yaml_config, overrides or ModelSettings(),
+                                     default_workers)
         return ModelVersion(
             manifest, model_dir, yaml_config, config, self.gpus,
             model_url=spec.url, log_dir=self.settings.log_location,
@@ -117,8 +121,9 @@ class ModelStore:
         return model_requirements(model_dir, manifest, self.work_dir / "envs")
 
     def serving_config(self, manifest: Manifest, yaml_config: dict[str, Any],
-                       overrides: ModelSettings) -> ServingConfig:
-        layered = self._defaults()
+                       overrides: ModelSettings,
+                       default_workers: int | None = None) -> ServingConfig:
+        layered = self._defaults(default_workers)
         per_model = self.settings.models.get(manifest.model_name, {})
         entry = per_model.get(manifest.model_version)
         if entry is not None:
@@ -126,9 +131,10 @@ class ModelStore:
         layered = layered.merged(model_settings_from_mapping(yaml_config, "model-config.yaml"))
         return _resolve(layered.merged(overrides))
 
-    def _defaults(self) -> ModelSettings:
+    def _defaults(self, workers: int | None = None) -> ModelSettings:
         s = self.settings
-        workers = s.default_workers_per_model
+        if workers is None:
+            workers = s.default_workers_per_model
         if workers is None:
             workers = max(1, self.gpus.count)
         return ModelSettings(
