@@ -64,6 +64,9 @@ def error_response(description: str) -> dict[str, Any]:
     }
 
 
+INTERNAL_ERROR = error_response("Internal Server Error")
+
+
 def path_parameter(name: str, description: str) -> dict[str, Any]:
     """A required string path parameter."""
     return {
@@ -99,12 +102,13 @@ def operation(
     parameters: list[dict[str, Any]] | None = None,
     request_body: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An operation object; every operation lists its (possibly empty) parameters."""
+    """An operation object; every operation lists its (possibly empty) parameters and,
+    as TorchServe's do, a 500 for an unexpected failure."""
     op: dict[str, Any] = {
         "operationId": operation_id,
         "summary": summary,
         "parameters": parameters or [],
-        "responses": responses,
+        "responses": {**responses, "500": responses.get("500", INTERNAL_ERROR)},
     }
     if request_body is not None:
         op["requestBody"] = request_body
