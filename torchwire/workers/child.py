@@ -78,7 +78,7 @@ def outcome_of(result: Any, ctx: Context, idx: int, handler: str, item: Item) ->
     if is_tensor_item(item):
         from torchwire.oip.arrays import tensor_outcome
 
-        return tensor_outcome(result, ctx, idx, handler)
+        return tensor_outcome(result, ctx, idx, handler, item)
     return result_outcome(result, ctx, idx, handler)
 
 
