@@ -15,7 +15,8 @@
 # 127.0.0.1:8080/8081/8082 (the ports the collections use) with the model API on and
 # token authorisation off, as TorchServe's CI starts TorchServe; KServe v1 and v2 are
 # both served at once. The server's logs go to .newman/logs/. PORT_BASE=N moves the
-# three ports to N, N+1, N+2 (the KServe collections' metrics row always asks :8082).
+# three ports to N, N+1, N+2 and gRPC to N+3, N+4 (the KServe collections' metrics
+# row always asks :8082).
 set -euo pipefail
 [ $# -ge 3 ] || { sed -n '2,20p' "$0"; exit 2; }
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -34,11 +35,15 @@ if [ ! -x "$NEWMAN" ]; then
 fi
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 BASE="${PORT_BASE:-8080}"
+GRPC=7070
+[ -z "${PORT_BASE:-}" ] || GRPC=$((BASE + 3))
 RUN="$(mktemp -d)"
 cat > "$RUN/config.properties" <<PROPS
 inference_address=http://127.0.0.1:$BASE
 management_address=http://127.0.0.1:$((BASE + 1))
 metrics_address=http://127.0.0.1:$((BASE + 2))
+grpc_inference_port=$GRPC
+grpc_management_port=$((GRPC + 1))
 enable_model_api=true
 disable_token_authorization=true
 metrics_mode=prometheus

@@ -107,10 +107,14 @@ def download(url: str, patterns: list[str], dest_root: Path, timeout: float) -> 
     try:
         with opener.open(url, timeout=timeout) as response, target.open("wb") as out:
             shutil.copyfileobj(response, out, _CHUNK)
-    except (urllib.error.URLError, OSError) as exc:  # HTTPError is a URLError
+    except urllib.error.HTTPError as exc:
         shutil.rmtree(folder, ignore_errors=True)
-        log.warning("downloading %s failed: %s", url, getattr(exc, "reason", None) or exc)
-        raise DownloadArchiveError(f"Failed to download archive from: {url}") from None
+        raise DownloadArchiveError(f"Failed to download archive from: {url} "
+                                   f"(HTTP {exc.code} {exc.reason})") from None
+    except (urllib.error.URLError, OSError) as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        reason = getattr(exc, "reason", None) or exc
+        raise DownloadArchiveError(f"Failed to download archive from: {url} ({reason})") from None
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

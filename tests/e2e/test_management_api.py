@@ -298,6 +298,7 @@ def test_register_from_an_allowed_http_url(mgmt: Mgmt, web: str) -> None:
     assert served.json()["echo"] == "net"
     assert hop.status_code == 400 and "allowed_urls" in hop.json()["message"]
     assert missing.status_code == 400 and missing.json()["type"] == "DownloadArchiveException"
+    assert "HTTP 404" in missing.json()["message"]
 
 
 # --------------------------------------------------------------------------- default, delete

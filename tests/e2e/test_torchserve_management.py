@@ -121,7 +121,7 @@ def test_a_failed_download_is_a_download_archive_exception(
         url = f"{web}/allowed/missing.mar"
         r = mgmt.post("/models", params={"url": url})
     assert r.json() == {"code": 400, "type": "DownloadArchiveException",
-                        "message": f"Failed to download archive from: {url}"}
+                        "message": f"Failed to download archive from: {url} (HTTP 404 Not Found)"}
 
 
 REFUSED = [  # TorchServe answers these with a 200/202 that ignores the value, or a 500
