@@ -18,6 +18,12 @@ from tests.conftest import (
     stop_server,
     toy_archive,
 )
+from tests.unit.test_openapi_torchserve import (
+    TORCHSERVE_INFERENCE,
+    TORCHSERVE_MANAGEMENT,
+    facts,
+    mismatches,
+)
 
 ARCHIVE = "extra-1.0/extra.mar"
 ERROR_KEYS = {"code", "type", "message"}
@@ -143,3 +149,12 @@ def test_refusals_say_why(mgmt: httpx.Client, method: str, path: str,
     assert r.status_code == code and set(r.json()) == ERROR_KEYS
     assert says in r.json()["message"]
     assert mgmt.get("/models/extra").status_code == 404  # nothing was registered
+
+
+def test_options_documents_match_torchserve_on_shared_paths(
+        ts: tuple[RunningServer, str, Path], mgmt: httpx.Client) -> None:
+    inference = facts(httpx.request("OPTIONS", f"{ts[0].url}/").json())
+    management = facts(mgmt.request("OPTIONS", "/").json())
+    assert mismatches(inference, TORCHSERVE_INFERENCE) == []
+    assert mismatches(management, TORCHSERVE_MANAGEMENT) == []
+    assert "s3_sse_kms" in management["/models"]["post"][0]
