@@ -19,7 +19,6 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812 - torch's own spelling
 from sklearn.datasets import load_digits
@@ -89,8 +88,8 @@ def train_mnist(model: nn.Module, epochs: int = 12) -> None:
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     for _ in range(epochs):
         for batch in torch.randperm(len(images)).split(64):
-            shifted = torch.roll(images[batch], shifts=tuple(np.random.randint(-2, 3, 2)),
-                                 dims=(2, 3))
+            dy, dx = (int(v) for v in torch.randint(-2, 3, (2,)))
+            shifted = torch.roll(images[batch], shifts=(dy, dx), dims=(2, 3))
             optimiser.zero_grad()
             F.nll_loss(model(shifted), labels[batch]).backward()
             optimiser.step()
