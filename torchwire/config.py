@@ -347,6 +347,10 @@ class ModelSettings:
     job_queue_size: int | None = None
     device_type: str | None = None  # "cpu" | "gpu"
     gpu_ids: list[int] | None = None
+    batch_policy: str | None = None  # "adaptive" | "torchserve"
+    elastic_workers: bool | None = None
+    scale_up_wait_ms: int | None = None
+    scale_down_after: int | None = None  # seconds
 
     def merged(self, other: ModelSettings) -> ModelSettings:
         """A copy of ``self`` where every field ``other`` sets (non-None) wins."""
@@ -358,6 +362,14 @@ class ModelSettings:
         return dataclasses.replace(self, **changes)
 
 
+SCHEDULING_CONVERTERS: dict[str, Converter] = {
+    "batch_policy": _choice("adaptive", "torchserve"),
+    "elastic_workers": _to_bool,
+    "scale_up_wait_ms": _int_at_least(0),
+    "scale_down_after": _int_at_least(1),
+}
+"""Batch policy and elastic workers: server-wide keys, and per model version."""
+
 _MODEL_CONVERTERS: dict[str, Converter] = {
     "min_workers": _int_at_least(0),
     "max_workers": _int_at_least(0),
@@ -368,6 +380,7 @@ _MODEL_CONVERTERS: dict[str, Converter] = {
     "job_queue_size": _int_at_least(1),
     "device_type": _choice("cpu", "gpu"),
     "gpu_ids": _to_int_list,
+    **SCHEDULING_CONVERTERS,
 }
 
 # Accepted key spelling -> ModelSettings field.
@@ -394,6 +407,14 @@ _MODEL_KEYS: dict[str, str] = {
     "deviceIds": "gpu_ids",
     "device_ids": "gpu_ids",
     "gpu_ids": "gpu_ids",
+    "batchPolicy": "batch_policy",
+    "batch_policy": "batch_policy",
+    "elasticWorkers": "elastic_workers",
+    "elastic_workers": "elastic_workers",
+    "scaleUpWaitMs": "scale_up_wait_ms",
+    "scale_up_wait_ms": "scale_up_wait_ms",
+    "scaleDownAfter": "scale_down_after",
+    "scale_down_after": "scale_down_after",
 }
 
 
@@ -513,6 +534,10 @@ class Settings:
     private_key_file: Path | None = None
     certificate_file: Path | None = None
     torch_threads: int | None = None  # per worker; None: cores // workers (OMP_NUM_THREADS sets it)
+    batch_policy: str = "adaptive"  # "torchserve": a short batch always waits max_batch_delay
+    elastic_workers: bool = True  # grow/shrink between minWorkers and maxWorkers
+    scale_up_wait_ms: int = 100  # queue wait beyond max_batch_delay that adds a worker
+    scale_down_after: int = 30  # seconds of quiet before a worker is retired
     unknown: dict[str, str] = field(default_factory=dict)  # unrecognised file keys
 
     @property
@@ -563,6 +588,7 @@ _CONVERTERS: dict[str, Converter] = {
     "private_key_file": _optional(_to_path),
     "certificate_file": _optional(_to_path),
     "torch_threads": _optional(_int_at_least(1)),
+    **SCHEDULING_CONVERTERS,
 }
 
 SETTING_KEYS: tuple[str, ...] = tuple(_CONVERTERS)

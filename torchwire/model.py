@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -13,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from torchwire.archive import Manifest
-from torchwire.batching import Batcher, Job
+from torchwire.batching import ADAPTIVE, Batcher, Job, deadline_of
 from torchwire.devices import GpuAllocator
 from torchwire.errors import DependencyInstallError, RequestTimeout, ServiceUnavailable
 from torchwire.requirements import ModelRequirements
 from torchwire.stream import ResponseStream
+from torchwire.workers.elastic import ElasticScaler, ElasticSettings
 from torchwire.workers.pool import WorkerPool
 from torchwire.workers.process import WorkerHooks, WorkerProcess
 from torchwire.workers.protocol import BatchDone, Item, Outcome, WorkerSpec
@@ -38,6 +40,8 @@ class ServingConfig:
     job_queue_size: int
     device_type: str | None = None  # "cpu", "gpu" or None (gpu when one is visible)
     gpu_ids: tuple[int, ...] | None = None
+    batch_policy: str = ADAPTIVE  # "adaptive" or "torchserve" (see torchwire.batching)
+    elastic: ElasticSettings = ElasticSettings()
 
 
 class ModelState(enum.Enum):
@@ -85,16 +89,19 @@ class ModelVersion:
         self._requirements_lock = asyncio.Lock()
         self.installing = False  # pip is installing requirements.txt; requests queue meanwhile
         self._scaling = asyncio.Lock()
-        self.batcher = Batcher(config.batch_size, config.max_batch_delay, config.job_queue_size)
+        self.batcher = Batcher(config.batch_size, config.max_batch_delay, config.job_queue_size,
+                               config.batch_policy)
         hooks = WorkerHooks(self.batcher.slot_free, self.batcher.requeue, self._batch_done)
         self.pool = WorkerPool(
             f"{self.name}-{self.version}", self._spec, hooks, config.response_timeout,
             config.startup_timeout, log_dir, on_failed=self._load_failed,
         )
+        self.elastic = ElasticScaler(self, config.elastic)
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self, workers: int | None = None) -> None:
         self.batcher.start()
+        self.elastic.start()
         await self.scale(self.config.min_workers if workers is None else workers)
 
     async def scale(self, workers: int, max_workers: int | None = None,
@@ -110,8 +117,15 @@ class ModelVersion:
             if workers > 0 and not await self._install_requirements():
                 return
             drain = self.config.response_timeout if drain_timeout is None else drain_timeout
+            self.elastic.reset()
             await self.pool.scale(workers, drain)
         await self.pool.wait_started()
+
+    async def resize(self, workers: int) -> None:
+        """The elastic scaler's move, kept within the scale API's floor and ceiling."""
+        async with self._scaling:
+            low, high = self.config.min_workers, self.config.max_workers
+            await self.pool.scale(min(high, max(low, workers)), self.config.response_timeout)
 
     async def _install_requirements(self) -> bool:
         """Install requirements.txt before the first worker starts; False if pip failed."""
@@ -132,6 +146,7 @@ class ModelVersion:
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
         """Answer every request already accepted (within ``drain_timeout``), then stop."""
+        await self.elastic.stop()
         await self._drain(drain_timeout)
         self.unloading = True
         await self.pool.stop(drain_timeout)
@@ -204,26 +219,31 @@ class ModelVersion:
     async def infer(self, item: Item, explain: bool = False,
                     on_partial: Callable[[Outcome], None] | None = None) -> Outcome:
         """The final answer; intermediate responses go to ``on_partial`` (else are dropped)."""
-        self._check_servable()
-        loop = asyncio.get_running_loop()
-        job = Job(item, loop.create_future(), loop.time(), explain)
+        job = self._job(item, explain)
         self.batcher.submit(job)
         limit = self.answer_limit
         try:
             async with asyncio.timeout(limit) as deadline:
-                job.on_partial = extending(deadline, limit, on_partial)
+                job.on_partial = extending(deadline, limit, on_partial, job.deadline)
+                if job.deadline is not None and job.deadline < (deadline.when() or math.inf):
+                    deadline.reschedule(job.deadline)
                 return await job.future
         except TimeoutError:
-            raise RequestTimeout(f"no worker answered within {limit:g} s") from None
+            job.future.cancel()  # nobody waits for it: if still queued, it never runs
+            raise timed_out(job, limit) from None
 
     def infer_stream(self, item: Item, explain: bool = False) -> ResponseStream:
         """Submit ``item``; its answers (intermediate responses, then the final) stream back."""
-        self._check_servable()
-        loop = asyncio.get_running_loop()
-        job = Job(item, loop.create_future(), loop.time(), explain)
+        job = self._job(item, explain)
         stream = ResponseStream(job, self.answer_limit)
         self.batcher.submit(job)
         return stream
+
+    def _job(self, item: Item, explain: bool) -> Job:
+        self._check_servable()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        return Job(item, loop.create_future(), now, explain, deadline=deadline_of(item, now))
 
     def _check_servable(self) -> None:
         state = self.state
@@ -278,13 +298,21 @@ class ModelVersion:
         return list(self.pool.workers.values())
 
 
-def extending(deadline: asyncio.Timeout, limit: float,
-              then: Callable[[Outcome], None] | None) -> Callable[[Outcome], None]:
-    """An intermediate response shows the model at work: wait ``limit`` more from now."""
+def timed_out(job: Job, limit: float) -> RequestTimeout:
+    if job.deadline is not None and asyncio.get_running_loop().time() >= job.deadline:
+        return RequestTimeout("no answer within the request's X-Request-Timeout")
+    return RequestTimeout(f"no worker answered within {limit:g} s")
+
+
+def extending(deadline: asyncio.Timeout, limit: float, then: Callable[[Outcome], None] | None,
+              client_deadline: float | None = None) -> Callable[[Outcome], None]:
+    """An intermediate response shows the model at work: wait ``limit`` more from now
+    (never past the client's own deadline)."""
 
     def on_partial(outcome: Outcome) -> None:
         if not deadline.expired():
-            deadline.reschedule(asyncio.get_running_loop().time() + limit)
+            when = asyncio.get_running_loop().time() + limit
+            deadline.reschedule(when if client_deadline is None else min(when, client_deadline))
         if then is not None:
             then(outcome)
 

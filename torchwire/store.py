@@ -17,11 +17,13 @@ from typing import Any
 
 from torchwire.archive import Manifest, open_archive, read_manifest, read_model_config
 from torchwire.archive.manifest import model_name_problem
+from torchwire.batching import ADAPTIVE
 from torchwire.config import ModelSettings, Settings, model_settings_from_mapping
 from torchwire.devices import GpuAllocator
 from torchwire.errors import BadRequest, ModelNotFound
 from torchwire.model import BatchObserver, ModelVersion, ServingConfig
 from torchwire.requirements import ModelRequirements, model_requirements
+from torchwire.workers.elastic import ElasticSettings
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +137,8 @@ class ModelStore:
             min_workers=workers, max_workers=workers, batch_size=s.batch_size,
             max_batch_delay=s.max_batch_delay, response_timeout=s.default_response_timeout,
             startup_timeout=s.default_startup_timeout, job_queue_size=s.job_queue_size,
+            batch_policy=s.batch_policy, elastic_workers=s.elastic_workers,
+            scale_up_wait_ms=s.scale_up_wait_ms, scale_down_after=s.scale_down_after,
         )
 
 
@@ -151,6 +155,18 @@ def _resolve(m: ModelSettings) -> ServingConfig:
         job_queue_size=m.job_queue_size or 100,
         device_type=m.device_type,
         gpu_ids=tuple(m.gpu_ids) if m.gpu_ids else None,
+        batch_policy=m.batch_policy or ADAPTIVE,
+        elastic=_elastic(m),
+    )
+
+
+def _elastic(m: ModelSettings) -> ElasticSettings:
+    defaults = ElasticSettings()
+    return ElasticSettings(
+        enabled=defaults.enabled if m.elastic_workers is None else m.elastic_workers,
+        scale_up_wait_ms=(defaults.scale_up_wait_ms if m.scale_up_wait_ms is None
+                          else m.scale_up_wait_ms),
+        scale_down_after=float(m.scale_down_after or defaults.scale_down_after),
     )
 
 
