@@ -75,6 +75,12 @@ class Job:
             if self.on_settled is not None:
                 self.on_settled()
 
+    def give_up(self, exc: Exception) -> None:
+        """Its waiter stopped waiting with ``exc``: a queued job is then never dispatched."""
+        self.fail(exc)
+        if not self.future.cancelled():
+            self.future.exception()  # the waiter raised it itself: mark it retrieved
+
 
 def deadline_of(item: Item, now: float) -> float | None:
     """The loop time by which the client wants its answer (its X-Request-Timeout), if any."""
@@ -202,9 +208,11 @@ class Batcher:
     # -- cutting a batch -----------------------------------------------------------
     def _live(self, job: Job, now: float) -> bool:
         """False for a job nobody waits for any more (client gone, or past its deadline)."""
-        if job.future.done():
+        if job.future.done():  # cancelled (the client left), or failed by its deadline
             if job.future.cancelled():
                 self.stats.cancelled += 1
+            elif job.deadline is not None:
+                self.stats.expired += 1
             return False
         if job.deadline is not None and now >= job.deadline:
             self.stats.expired += 1

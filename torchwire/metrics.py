@@ -141,6 +141,30 @@ class ModelGauges:
             ready.add_metric(key, 1.0 if model.ready else 0.0)
             restarts.add_metric(key, model.pool.events.restarts)
         yield from (queue, live, ready, restarts)
+        yield from scheduling_families(self.models)
+
+
+def scheduling_families(models: ModelRegistry) -> Iterator[Metric]:
+    """Workers wanted, elastic scale decisions, and queued requests dropped unanswered."""
+    wanted = GaugeMetricFamily("torchwire_workers_wanted",
+                               "Workers the model version runs now (the elastic scaler's or "
+                               "the scale API's count)", labels=MODEL_LABELS)
+    scaled = CounterMetricFamily("torchwire_worker_scale_events",
+                                 "Workers added (up) or retired (down) by the elastic scaler",
+                                 labels=(*MODEL_LABELS, "direction"))
+    dropped = CounterMetricFamily("torchwire_requests_cancelled",
+                                  "Queued requests dropped before any worker computed them: "
+                                  "client_gone (it disconnected or cancelled) or deadline "
+                                  "(its X-Request-Timeout passed; answered 408)",
+                                  labels=(*MODEL_LABELS, "reason"))
+    for model in models:
+        key = [model.name, model.version]
+        wanted.add_metric(key, model.pool.wanted)
+        scaled.add_metric([*key, "up"], model.elastic.events.up)
+        scaled.add_metric([*key, "down"], model.elastic.events.down)
+        dropped.add_metric([*key, "client_gone"], model.batcher.stats.cancelled)
+        dropped.add_metric([*key, "deadline"], model.batcher.stats.expired)
+    yield from (wanted, scaled, dropped)
 
 
 # --------------------------------------------------------------------------- handler metrics

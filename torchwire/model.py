@@ -229,8 +229,9 @@ class ModelVersion:
                     deadline.reschedule(job.deadline)
                 return await job.future
         except TimeoutError:
-            job.future.cancel()  # nobody waits for it: if still queued, it never runs
-            raise timed_out(job, limit) from None
+            err = timed_out(job, limit)
+            job.give_up(err)  # nobody waits for it: if still queued, it never runs
+            raise err from None
 
     def infer_stream(self, item: Item, explain: bool = False) -> ResponseStream:
         """Submit ``item``; its answers (intermediate responses, then the final) stream back."""

@@ -83,8 +83,10 @@ class ResponseStream:
                 async with asyncio.timeout(self._wait()):
                     await wake
             except TimeoutError:
+                err = self._timeout()
+                self._job.give_up(err)  # still queued: it is never dispatched
                 self.close()
-                raise self._timeout() from None
+                raise err from None
             finally:
                 self._wake = None
         self._check_overflow()
