@@ -251,3 +251,19 @@ def test_a_bad_request_timeout_header_is_a_400(raw: str) -> None:
 def test_the_request_timeout_header_sets_the_deadline() -> None:
     assert deadline_of(Item("r", (), {"x-request-timeout": "2.5"}), 10.0) == 12.5
     assert deadline_of(Item("r", (), {}), 10.0) is None
+
+
+def test_a_job_whose_client_left_while_its_batch_filled_is_not_dispatched() -> None:
+    async def scenario() -> None:
+        batcher, slot = await started(4, 200)
+        stays, leaves = job("stays"), job("leaves")
+        batcher.slot_free(slot)
+        batcher.submit(stays)
+        batcher.submit(leaves)
+        await asyncio.sleep(0.05)  # the scenario: the client leaves while the batch waits
+        leaves.future.cancel()
+        batch, _ = await asyncio.wait_for(slot.batches.get(), 5)
+        assert ids(batch) == ["stays"] and batcher.stats.cancelled == 1
+        await batcher.stop()
+
+    asyncio.run(scenario())
