@@ -75,6 +75,18 @@ class Job:
             if self.on_settled is not None:
                 self.on_settled()
 
+    def wait_limit(self, limit: float) -> float:
+        """How long a wait for the answer may last: ``limit``, or less near the deadline."""
+        if self.deadline is None:
+            return limit
+        return min(limit, max(0.0, self.deadline - asyncio.get_running_loop().time()))
+
+    def timeout_error(self, limit: float) -> RequestTimeout:
+        """Why a wait for the answer ended: the client's deadline passed, else ``limit``."""
+        if self.deadline is not None and asyncio.get_running_loop().time() >= self.deadline:
+            return RequestTimeout("no answer within the request's X-Request-Timeout")
+        return RequestTimeout(f"no worker answered within {limit:g} s")
+
     def give_up(self, exc: Exception) -> None:
         """Its waiter stopped waiting with ``exc``: a queued job is then never dispatched."""
         self.fail(exc)

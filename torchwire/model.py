@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from typing import Any
 from torchwire.archive import Manifest
 from torchwire.batching import ADAPTIVE, Batcher, Job, deadline_of
 from torchwire.devices import GpuAllocator
-from torchwire.errors import DependencyInstallError, RequestTimeout, ServiceUnavailable
+from torchwire.errors import DependencyInstallError, ServiceUnavailable
 from torchwire.requirements import ModelRequirements
 from torchwire.stream import ResponseStream
 from torchwire.workers.elastic import ElasticScaler, ElasticSettings
@@ -223,13 +222,11 @@ class ModelVersion:
         self.batcher.submit(job)
         limit = self.answer_limit
         try:
-            async with asyncio.timeout(limit) as deadline:
-                job.on_partial = extending(deadline, limit, on_partial, job.deadline)
-                if job.deadline is not None and job.deadline < (deadline.when() or math.inf):
-                    deadline.reschedule(job.deadline)
+            async with asyncio.timeout(job.wait_limit(limit)) as deadline:
+                job.on_partial = extending(deadline, job, limit, on_partial)
                 return await job.future
         except TimeoutError:
-            err = timed_out(job, limit)
+            err = job.timeout_error(limit)
             job.give_up(err)  # nobody waits for it: if still queued, it never runs
             raise err from None
 
@@ -299,21 +296,14 @@ class ModelVersion:
         return list(self.pool.workers.values())
 
 
-def timed_out(job: Job, limit: float) -> RequestTimeout:
-    if job.deadline is not None and asyncio.get_running_loop().time() >= job.deadline:
-        return RequestTimeout("no answer within the request's X-Request-Timeout")
-    return RequestTimeout(f"no worker answered within {limit:g} s")
-
-
-def extending(deadline: asyncio.Timeout, limit: float, then: Callable[[Outcome], None] | None,
-              client_deadline: float | None = None) -> Callable[[Outcome], None]:
+def extending(deadline: asyncio.Timeout, job: Job, limit: float,
+              then: Callable[[Outcome], None] | None) -> Callable[[Outcome], None]:
     """An intermediate response shows the model at work: wait ``limit`` more from now
     (never past the client's own deadline)."""
 
     def on_partial(outcome: Outcome) -> None:
         if not deadline.expired():
-            when = asyncio.get_running_loop().time() + limit
-            deadline.reschedule(when if client_deadline is None else min(when, client_deadline))
+            deadline.reschedule(asyncio.get_running_loop().time() + job.wait_limit(limit))
         if then is not None:
             then(outcome)
 

@@ -15,7 +15,7 @@ import asyncio
 from collections import deque
 
 from torchwire.batching import Job
-from torchwire.errors import ClientGone, InternalError, RequestTimeout
+from torchwire.errors import ClientGone, InternalError
 from torchwire.workers.protocol import Outcome
 
 MAX_BUFFERED = 64 * 1024 * 1024  # bytes of one request's chunks that may wait unread
@@ -80,10 +80,10 @@ class ResponseStream:
         while not self._chunks and not future.done():
             self._wake = wake = future.get_loop().create_future()
             try:
-                async with asyncio.timeout(self._wait()):
+                async with asyncio.timeout(self._job.wait_limit(self._limit)):
                     await wake
             except TimeoutError:
-                err = self._timeout()
+                err = self._job.timeout_error(self._limit)
                 self._job.give_up(err)  # still queued: it is never dispatched
                 self.close()
                 raise err from None
@@ -100,19 +100,6 @@ class ResponseStream:
             return chunk
         self._detach()
         return future.result()
-
-    def _wait(self) -> float:
-        """The next wait: ``limit``, or less when the client's deadline is nearer."""
-        deadline = self._job.deadline
-        if deadline is None:
-            return self._limit
-        return min(self._limit, max(0.0, deadline - asyncio.get_running_loop().time()))
-
-    def _timeout(self) -> RequestTimeout:
-        deadline = self._job.deadline
-        if deadline is not None and asyncio.get_running_loop().time() >= deadline:
-            return RequestTimeout("no answer within the request's X-Request-Timeout")
-        return RequestTimeout(f"no worker answered within {self._limit:g} s")
 
     def abandon(self) -> None:
         """The client left: stop listening, and wake the reader (it raises ClientGone)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TOY
+from torchwire.batching import Job
 from torchwire.compat.streaming import send_intermediate_predict_response
 from torchwire.errors import HandlerError
 from torchwire.handlers.context import Context
@@ -109,11 +110,24 @@ def test_an_intermediate_response_extends_the_callers_wait() -> None:
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[str] = loop.create_future()
         got: list[Outcome] = []
+        job = Job(Item("r", (), {}), loop.create_future(), loop.time())
         async with asyncio.timeout(1.0) as deadline:
-            hook = extending(deadline, 1.0, got.append)
+            hook = extending(deadline, job, 1.0, got.append)
             loop.call_later(0.5, hook, CHUNK)  # moves the deadline from 1.0 s to 1.5 s
             loop.call_later(1.25, answer.set_result, "final")
             assert await answer == "final"
         return got
 
     assert asyncio.run(wait_past_the_first_deadline()) == [CHUNK]
+
+
+def test_an_intermediate_response_never_extends_the_wait_past_the_clients_deadline() -> None:
+    async def wait() -> float:
+        loop = asyncio.get_running_loop()
+        job = Job(Item("r", (), {}), loop.create_future(), loop.time(),
+                  deadline=loop.time() + 0.3)
+        async with asyncio.timeout(job.wait_limit(10.0)) as deadline:
+            extending(deadline, job, 10.0, None)(CHUNK)
+            return (deadline.when() or 0.0) - loop.time()
+
+    assert asyncio.run(wait()) <= 0.3
