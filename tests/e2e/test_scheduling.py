@@ -115,10 +115,10 @@ def test_requests_accumulate_into_one_batch_while_the_worker_is_busy(srv: Server
 # --------------------------------------------------------------------------- clients that left
 
 
-def raw_post(url: str, model: str, body: bytes) -> socket.socket:
+def raw_post(url: str, model: str, body: bytes, path: str = "/predictions/{}") -> socket.socket:
     host, port = url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)))
-    head = (f"POST /predictions/{model} HTTP/1.1\r\nHost: {host}\r\n"
+    head = (f"POST {path.format(model)} HTTP/1.1\r\nHost: {host}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
     sock.sendall(head.encode() + body)
     return sock
@@ -126,7 +126,9 @@ def raw_post(url: str, model: str, body: bytes) -> socket.socket:
 
 def test_queued_requests_of_clients_that_left_are_never_computed(srv: Server) -> None:
     before = srv.metric("torchwire_requests_cancelled_total", "slow", reason="client_gone")
-    socks = [raw_post(srv.url, "slow", f"gone{i}:2".encode()) for i in range(200)]
+    socks = [raw_post(srv.url, "slow", f"gone{i}:2".encode()) for i in range(195)]
+    socks += [raw_post(srv.url, "slow", f'{{"instances": ["gone-kserve{i}:2"]}}'.encode(),
+                       "/v1/models/{}:predict") for i in range(5)]  # KServe v1 the same
     try:  # one worker holds two requests (one computing, one waiting); 198 wait in the queue
         wait_until(lambda: srv.metric("torchwire_queue_depth", "slow") == 198, 60, "queueing")
     finally:
