@@ -182,8 +182,9 @@ class Batcher:
     async def _run(self) -> None:
         while True:
             await self._wait_for(self._has_slot)
+            jobs = await self._collect()
             now = asyncio.get_running_loop().time()
-            jobs = [job for job in await self._collect() if self._live(job, now)]
+            jobs = [job for job in jobs if self._live(job, now)]
             if not jobs:
                 continue  # every one of them left (or expired) while the batch filled
             slot = self._pick()
