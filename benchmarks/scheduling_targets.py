@@ -37,6 +37,7 @@ SETTINGS = {  # model: (batch size, max batch delay ms, concurrencies)
 @dataclass(frozen=True)
 class Target:
     model: str
+    kind: str  # which measurement: "c1_over_ceiling", "c16_ratio", "c4_over_c16"
     what: str
     goal: str
     bound: float
@@ -49,23 +50,25 @@ class Target:
 
 
 TARGETS = (
-    Target("resnet18", "c=1 p50 - ceiling batch-1 p50 (ms)", "<= 2 ms", 2.0, True),
-    Target("resnet18", "c=16 req/s / ceiling batch-8 items/s", ">= 0.95", 0.95, False),
-    Target("digits", "c=1 server overhead p50 (ms)", "<= 1 ms", 1.0, True),
-    Target("digits", "c=4 req/s / c=16 req/s", ">= 0.5", 0.5, False),
+    Target("resnet18", "c1_over_ceiling", "c=1 p50 - ceiling batch-1 p50 (ms)", "<= 2 ms",
+           2.0, True),
+    Target("resnet18", "c16_ratio", "c=16 req/s / ceiling batch-8 items/s", ">= 0.95",
+           0.95, False),
+    Target("digits", "c1_over_ceiling", "c=1 server overhead p50 (ms)", "<= 1 ms", 1.0, True),
+    Target("digits", "c4_over_c16", "c=4 req/s / c=16 req/s", ">= 0.5", 0.5, False),
 )
 
 
 def measure(target: Target, report: ModelReport) -> float:
     rows = {r.concurrency: r for r in report.rows}
-    one = report.ceiling.get(1, {}).get("batch_p50_ms", float("nan"))
-    if target.what.startswith("c=1") and 1 in rows:
-        return rows[1].load.p50_ms - one
-    if target.what.startswith("c=16") and 16 in rows:
+    nan = float("nan")
+    if target.kind == "c1_over_ceiling" and 1 in rows:
+        return rows[1].load.p50_ms - report.ceiling.get(1, {}).get("batch_p50_ms", nan)
+    if target.kind == "c16_ratio" and 16 in rows:
         return rows[16].ratio
-    if target.what.startswith("c=4") and 4 in rows and 16 in rows:
-        return rows[4].load.rps / rows[16].load.rps if rows[16].load.rps else float("nan")
-    return float("nan")
+    if target.kind == "c4_over_c16" and 4 in rows and 16 in rows and rows[16].load.rps:
+        return rows[4].load.rps / rows[16].load.rps
+    return nan
 
 
 def model_args(base: argparse.Namespace, model: str, policy: str) -> argparse.Namespace:
