@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 ADAPTIVE = "adaptive"
 TORCHSERVE = "torchserve"
 POLICIES = (ADAPTIVE, TORCHSERVE)
+CLOCK_SLACK = 0.005  # s: a timer may fire this much before its time (uvloop ticks in ms)
 TIMEOUT_HEADER = "x-request-timeout"  # the client's deadline, in seconds from its arrival
 EXPIRED = "the request's deadline (X-Request-Timeout) passed while it waited in the queue"
 
@@ -83,7 +84,8 @@ class Job:
 
     def timeout_error(self, limit: float) -> RequestTimeout:
         """Why a wait for the answer ended: the client's deadline passed, else ``limit``."""
-        if self.deadline is not None and asyncio.get_running_loop().time() >= self.deadline:
+        now = asyncio.get_running_loop().time()
+        if self.deadline is not None and now >= self.deadline - CLOCK_SLACK:
             return RequestTimeout("no answer within the request's X-Request-Timeout")
         return RequestTimeout(f"no worker answered within {limit:g} s")
 

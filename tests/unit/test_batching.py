@@ -267,3 +267,16 @@ def test_a_job_whose_client_left_while_its_batch_filled_is_not_dispatched() -> N
         await batcher.stop()
 
     asyncio.run(scenario())
+
+
+def test_a_wait_ended_at_the_clients_deadline_says_so() -> None:
+    async def scenario() -> tuple[str, str]:
+        loop = asyncio.get_running_loop()
+        waiting = job("w")
+        waiting.deadline = loop.time() + 0.002  # a timer firing a tick early still counts
+        early = waiting.timeout_error(60.0).message
+        waiting.deadline = loop.time() + 30
+        return early, waiting.timeout_error(60.0).message
+
+    early, late = asyncio.run(scenario())
+    assert "X-Request-Timeout" in early and late == "no worker answered within 60 s"
