@@ -38,6 +38,7 @@ class RunningServer:
     metrics_url: str = ""
     grpc_target: str = ""  # host:port of the gRPC inference API
     grpc_management_target: str = ""
+    management_url: str = ""
 
     def client(self, **kw: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60, **kw)  # type: ignore[arg-type]
@@ -91,7 +92,8 @@ def start_server(tmp: Path, store: Path, models: list[str], config: dict[str, ob
     server = RunningServer(proc, f"http://127.0.0.1:{port}", log_dir,
                            str(props["metrics_address"]),
                            f"127.0.0.1:{props['grpc_inference_port']}",
-                           f"127.0.0.1:{props['grpc_management_port']}")
+                           f"127.0.0.1:{props['grpc_management_port']}",
+                           str(props["management_address"]))
     try:
         wait_for_ping(server.url, proc, want_ping, 90)
     except BaseException:

@@ -20,7 +20,7 @@ from torchwire.requirements import ModelRequirements
 from torchwire.stream import ResponseStream
 from torchwire.workers.pool import WorkerPool
 from torchwire.workers.process import WorkerHooks, WorkerProcess
-from torchwire.workers.protocol import BatchDone, Item, Outcome, WorkerSpec
+from torchwire.workers.protocol import PREDICT, BatchDone, Item, Kind, Outcome, WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -201,12 +201,12 @@ class ModelVersion:
         """
         return self.config.response_timeout + self.config.startup_timeout
 
-    async def infer(self, item: Item, explain: bool = False,
+    async def infer(self, item: Item, kind: Kind = PREDICT,
                     on_partial: Callable[[Outcome], None] | None = None) -> Outcome:
         """The final answer; intermediate responses go to ``on_partial`` (else are dropped)."""
         self._check_servable()
         loop = asyncio.get_running_loop()
-        job = Job(item, loop.create_future(), loop.time(), explain)
+        job = Job(item, loop.create_future(), loop.time(), kind)
         self.batcher.submit(job)
         limit = self.answer_limit
         try:
@@ -216,11 +216,11 @@ class ModelVersion:
         except TimeoutError:
             raise RequestTimeout(f"no worker answered within {limit:g} s") from None
 
-    def infer_stream(self, item: Item, explain: bool = False) -> ResponseStream:
+    def infer_stream(self, item: Item, kind: Kind = PREDICT) -> ResponseStream:
         """Submit ``item``; its answers (intermediate responses, then the final) stream back."""
         self._check_servable()
         loop = asyncio.get_running_loop()
-        job = Job(item, loop.create_future(), loop.time(), explain)
+        job = Job(item, loop.create_future(), loop.time(), kind)
         stream = ResponseStream(job, self.answer_limit)
         self.batcher.submit(job)
         return stream

@@ -22,8 +22,6 @@ from torchwire.handlers.context import Context
 
 log = logging.getLogger(__name__)
 
-EXPLAIN_HEADER = "explain"
-DESCRIBE_HEADER = "describe"  # set on the request behind GET /models/{m}?customized=true
 
 
 def import_file(path: Path) -> ModuleType:
@@ -243,10 +241,8 @@ class BaseHandler:
 
     # -- customized describe -----------------------------------------------------
     def _is_describe(self) -> bool:
-        ctx = self.context
-        return bool(
-            ctx and ctx.request_processor and ctx.get_request_header(0, DESCRIBE_HEADER) == "True"
-        )
+        """The batch is ``GET /models/{name}?customized=true``'s request."""
+        return self.context is not None and self.context.kind == "describe"
 
     def describe_handle(self) -> Any:
         """Metadata for ``GET /models/{name}?customized=true``; override to provide some."""
@@ -254,10 +250,7 @@ class BaseHandler:
 
     # -- explanations ------------------------------------------------------------
     def _is_explain(self) -> bool:
-        ctx = self.context
-        self.explain = bool(
-            ctx and ctx.request_processor and ctx.get_request_header(0, EXPLAIN_HEADER) == "True"
-        )
+        self.explain = self.context is not None and self.context.kind == "explain"
         return self.explain
 
     def explain_handle(self, data_preprocess: Any, raw_data: list[dict[str, Any]]) -> list[Any]:

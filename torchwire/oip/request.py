@@ -18,7 +18,7 @@ from torchwire.model import ModelVersion
 from torchwire.oip.metadata import check_inputs, metadata_of
 from torchwire.oip.tensor import TENSORS_CONTENT_TYPE, Tensor, decode_tensors
 from torchwire.workers.outcome import outcome_error
-from torchwire.workers.protocol import Item, Outcome, Param
+from torchwire.workers.protocol import PREDICT, Item, Kind, Outcome, Param
 
 SERVER_NAME = "torchwire"
 
@@ -61,11 +61,11 @@ def to_item(req: InferRequest, request_id: str, headers: dict[str, str]) -> Item
 
 
 async def infer(model: ModelVersion, req: InferRequest, request_id: str,
-                headers: dict[str, str], explain: bool = False) -> list[Tensor]:
+                headers: dict[str, str], kind: Kind = PREDICT) -> list[Tensor]:
     """Run ``req`` on ``model``; the output tensors the request asked for."""
     check_request(req)
     check_inputs(metadata_of(model), model.name, req.inputs)
-    outcome = await model.infer(to_item(req, request_id, headers), explain)
+    outcome = await model.infer(to_item(req, request_id, headers), kind)
     if outcome.status >= 400:
         raise outcome_failure(outcome)
     if outcome.content_type != TENSORS_CONTENT_TYPE:

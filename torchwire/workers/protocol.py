@@ -12,9 +12,15 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 HEADER = struct.Struct(">Q")
+
+Kind = Literal["predict", "explain", "describe"]
+"""What a batch asks of the handler; explain and describe requests run alone."""
+PREDICT: Kind = "predict"
+EXPLAIN: Kind = "explain"
+DESCRIBE: Kind = "describe"
 
 
 @dataclass(frozen=True)
@@ -56,7 +62,11 @@ class Item:
 class Batch:
     batch_id: int
     items: tuple[Item, ...]
-    explain: bool = False
+    kind: Kind = PREDICT
+
+    @property
+    def explain(self) -> bool:
+        return self.kind == EXPLAIN
 
 
 @dataclass(frozen=True)
