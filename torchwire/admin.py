@@ -27,7 +27,6 @@ from torchwire.model import ModelState, ModelVersion
 from torchwire.registry import ModelRegistry
 from torchwire.sources import fetch
 from torchwire.store import ModelSpec, ModelStore
-from torchwire.workers.outcome import outcome_error
 from torchwire.workers.protocol import DESCRIBE, Item
 
 log = logging.getLogger(__name__)
@@ -95,9 +94,7 @@ class ModelAdmin:
         """Ask the handler's describe_handle() (TorchServe's ``describe: True`` request)."""
         request_id = headers.get("x-request-id") or uuid.uuid4().hex
         item = Item(request_id, (), dict(headers))
-        outcome = await model.infer(item, DESCRIBE)
-        if outcome.status >= 400:
-            raise outcome_error(outcome)
+        outcome = await model.submit(item, DESCRIBE).result()
         return outcome.body.decode("utf-8", "replace")
 
     # -- scaling and default version -------------------------------------------------

@@ -55,5 +55,5 @@ class InferenceAPI:
         model = self.registry.get(params["model_name"], params.get("model_version"))
         note_model(request, model)
         item = await item_from_request(request, self.settings.max_request_size)
-        stream = model.infer_stream(item, kind)
+        stream = model.submit(item, kind)
         return await prediction_response(stream, self.settings.max_response_size)

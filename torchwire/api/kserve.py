@@ -16,8 +16,7 @@ from torchwire.config import Settings
 from torchwire.errors import BadRequest
 from torchwire.model import ModelVersion
 from torchwire.registry import ModelRegistry
-from torchwire.workers.outcome import outcome_error
-from torchwire.workers.protocol import EXPLAIN, PREDICT, Item, Kind, Param
+from torchwire.workers.protocol import EXPLAIN, PREDICT, Item, Kind, Outcome, Param
 
 
 def instances_of(doc: Any) -> list[Any]:
@@ -63,8 +62,9 @@ class KServeV1API:
 
 
 async def run_items(model: ModelVersion, items: list[Item], kind: Kind) -> list[Any]:
-    outcomes = await asyncio.gather(*(model.infer(i, kind) for i in items))
-    for outcome in outcomes:
-        if outcome.status >= 400:
-            raise outcome_error(outcome)
+    outcomes = await asyncio.gather(*(answer(model, i, kind) for i in items))
     return [outcome_value(o) for o in outcomes]
+
+
+async def answer(model: ModelVersion, item: Item, kind: Kind) -> Outcome:
+    return await model.submit(item, kind).result()
