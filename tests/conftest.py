@@ -135,6 +135,17 @@ def wait_until(check: Callable[[], bool], deadline_s: float, what: str) -> None:
     raise TimeoutError(f"{what} did not happen within {deadline_s} s")
 
 
+async def until(check: Callable[[], bool], deadline_s: float, what: str) -> None:
+    """``wait_until`` for a test running in an event loop: the loop runs while it polls."""
+    import asyncio
+
+    deadline = time.monotonic() + deadline_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {deadline_s} s")
+        await asyncio.sleep(0.01)
+
+
 def handler_archive(store: Path, name: str, handler: Path, dest: Path,
                     version: str = "1.0", yaml_config: str | None = None) -> Path:
     """An archive of one handler file (and a model-config.yaml when given), into ``dest``."""
