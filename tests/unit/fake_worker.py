@@ -14,9 +14,13 @@ import queue
 import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import ClassVar
 
+from torchwire.archive import Manifest
+from torchwire.devices import GpuAllocator
 from torchwire.errors import InvalidInput
+from torchwire.model import ModelVersion, ServingConfig
 from torchwire.workers.outcome import error_outcome
 from torchwire.workers.process import WorkerProcess
 from torchwire.workers.protocol import (
@@ -35,7 +39,8 @@ Answer = Callable[[Item], Outcome]
 
 def echo(item: Item) -> Outcome:
     """Answer ``{"echo": text}``; the text ``bad`` is a bad input (400), as a handler says."""
-    text = b"".join(p.value for p in item.params if isinstance(p.value, bytes)).decode()
+    text = "".join(p.value.decode() if isinstance(p.value, bytes) else str(p.value)
+                   for p in item.params)
     if text == "bad":
         return error_outcome(InvalidInput("the fake cannot read 'bad'"))
     return Outcome(200, json.dumps({"echo": text}).encode(), "application/json")
@@ -131,3 +136,14 @@ def fake_workers(answer: Answer | None = None, load_error: str | None = None
     """A fresh FakeWorkerProcess class (its own ``made`` list) with these behaviours."""
     return type("Fake", (FakeWorkerProcess,), {"answer": staticmethod(answer) if answer else None,
                                                "load_error": load_error, "made": []})
+
+
+def fake_model(name: str = "m", answer: Answer | None = echo, queue_size: int = 10
+               ) -> ModelVersion:
+    """A ModelVersion whose workers are fake children (call ``await model.start()``)."""
+    config = ServingConfig(min_workers=1, max_workers=1, batch_size=4, max_batch_delay=5,
+                           response_timeout=30, startup_timeout=5, job_queue_size=queue_size)
+    manifest = Manifest(model_name=name, handler="fake.py")
+    model = ModelVersion(manifest, Path("/nowhere"), {}, config, GpuAllocator(0))
+    model.pool.worker_type = fake_workers(answer)
+    return model
