@@ -24,10 +24,10 @@ from torchwire.config import ModelSettings, Settings
 from torchwire.describe import describe_model, list_page
 from torchwire.errors import BadRequest, ConfigError, InternalError, ModelAPIDisabled
 from torchwire.model import ModelState, ModelVersion
+from torchwire.protocol import DESCRIBE, Item
 from torchwire.registry import ModelRegistry
 from torchwire.sources import fetch
 from torchwire.store import ModelSpec, ModelStore
-from torchwire.workers.protocol import DESCRIBE, Item
 
 log = logging.getLogger(__name__)
 

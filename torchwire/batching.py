@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from torchwire.errors import ServiceUnavailable
-from torchwire.workers.protocol import PREDICT, Batch, Item, Kind, Outcome
+from torchwire.protocol import PREDICT, Batch, Item, Kind, Outcome
 
 log = logging.getLogger(__name__)
 

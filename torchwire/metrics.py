@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.utils import floatToGoString
 
-from torchwire.workers.protocol import DESCRIBE, BatchDone, MetricRecord
+from torchwire.protocol import DESCRIBE, BatchDone, MetricRecord
 
 if TYPE_CHECKING:
     from torchwire.batching import Job

@@ -16,11 +16,11 @@ from torchwire.archive import Manifest
 from torchwire.batching import Batcher, Job
 from torchwire.devices import GpuAllocator
 from torchwire.errors import DependencyInstallError, ServiceUnavailable
+from torchwire.protocol import PREDICT, BatchDone, Item, Kind, Outcome, WorkerSpec
 from torchwire.requirements import ModelRequirements
 from torchwire.stream import ResponseStream
 from torchwire.workers.pool import WorkerPool
 from torchwire.workers.process import WorkerHooks, WorkerProcess
-from torchwire.workers.protocol import PREDICT, BatchDone, Item, Kind, Outcome, WorkerSpec
 
 log = logging.getLogger(__name__)
 

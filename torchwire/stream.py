@@ -16,7 +16,7 @@ from collections import deque
 
 from torchwire.batching import Job
 from torchwire.errors import InternalError, RequestTimeout
-from torchwire.workers.protocol import Outcome
+from torchwire.protocol import Outcome
 
 MAX_BUFFERED = 64 * 1024 * 1024  # bytes of one request's chunks that may wait unread
 

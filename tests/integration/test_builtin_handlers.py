@@ -22,8 +22,7 @@ from PIL import Image
 
 from torchwire.errors import HandlerError
 from torchwire.handlers.tokens import basic_english, clean, expand_contractions, ngrams
-from torchwire.workers.child import Worker, load
-from torchwire.workers.protocol import (
+from torchwire.protocol import (
     DESCRIBE,
     EXPLAIN,
     PREDICT,
@@ -33,6 +32,7 @@ from torchwire.workers.protocol import (
     Param,
     WorkerSpec,
 )
+from torchwire.workers.child import Worker, load
 
 SEGMENTER = """
 import torch

@@ -15,10 +15,10 @@ from torchwire.batching import Job
 from torchwire.compat.streaming import send_intermediate_predict_response
 from torchwire.errors import HandlerError
 from torchwire.handlers.context import Context
+from torchwire.protocol import Batch, Item, Outcome, Param, Partial, WorkerSpec
 from torchwire.stream import ResponseStream
 from torchwire.workers.child import Worker, load
 from torchwire.workers.partials import PartialSender
-from torchwire.workers.protocol import Batch, Item, Outcome, Param, Partial, WorkerSpec
 
 CHUNK = Outcome(200, b"piece", "text/plain")
 

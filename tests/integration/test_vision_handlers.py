@@ -20,8 +20,7 @@ from PIL import Image
 from torchwire.errors import InvalidInput
 from torchwire.handlers.image_classifier import label_of
 from torchwire.handlers.vision import VisionHandler, decode_image
-from torchwire.workers.child import Worker, load
-from torchwire.workers.protocol import (
+from torchwire.protocol import (
     EXPLAIN,
     PREDICT,
     Batch,
@@ -31,6 +30,7 @@ from torchwire.workers.protocol import (
     Param,
     WorkerSpec,
 )
+from torchwire.workers.child import Worker, load
 
 TINY_MODEL = textwrap.dedent(
     """

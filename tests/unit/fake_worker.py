@@ -20,10 +20,9 @@ from typing import ClassVar
 from torchwire.archive import Manifest
 from torchwire.devices import GpuAllocator
 from torchwire.errors import InvalidInput
+from torchwire.handlers.outcome import error_outcome
 from torchwire.model import ModelVersion, ServingConfig
-from torchwire.workers.outcome import error_outcome
-from torchwire.workers.process import WorkerProcess
-from torchwire.workers.protocol import (
+from torchwire.protocol import (
     Batch,
     BatchDone,
     FrameWriter,
@@ -33,6 +32,7 @@ from torchwire.workers.protocol import (
     Ready,
     recv_message,
 )
+from torchwire.workers.process import WorkerProcess
 
 Answer = Callable[[Item], Outcome]
 

@@ -8,7 +8,7 @@ import pytest
 
 from torchwire.batching import Batcher, Job
 from torchwire.errors import ServiceUnavailable
-from torchwire.workers.protocol import EXPLAIN, PREDICT, Batch, Item, Kind
+from torchwire.protocol import EXPLAIN, PREDICT, Batch, Item, Kind
 
 
 class FakeSlot:

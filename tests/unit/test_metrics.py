@@ -6,7 +6,7 @@ import pytest
 
 from torchwire.handlers.metrics import Dimension, MetricsCache, MetricTypes
 from torchwire.metrics import Metrics
-from torchwire.workers.protocol import MetricRecord
+from torchwire.protocol import MetricRecord
 
 
 @pytest.fixture

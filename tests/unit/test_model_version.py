@@ -9,7 +9,7 @@ import pytest
 from tests.unit.fake_worker import fake_model
 from torchwire.errors import BadRequest, ServiceUnavailable
 from torchwire.model import ModelState
-from torchwire.workers.protocol import Item, Param
+from torchwire.protocol import Item, Param
 
 
 def item(text: str) -> Item:

@@ -9,9 +9,9 @@ import pytest
 
 from torchwire.batching import Job
 from torchwire.errors import BadRequest, InternalError, InvalidInput, RequestTimeout
+from torchwire.handlers.outcome import error_outcome
+from torchwire.protocol import Item, Outcome, Param
 from torchwire.stream import ResponseStream
-from torchwire.workers.outcome import error_outcome
-from torchwire.workers.protocol import Item, Outcome, Param
 
 
 def chunk(size: int) -> Outcome:

@@ -12,9 +12,9 @@ from tests.conftest import until
 from tests.unit.fake_worker import FakeWorkerProcess, fake_workers
 from torchwire.batching import Job
 from torchwire.errors import RequestTimeout, WorkerDied
+from torchwire.protocol import Batch, BatchDone, Item, Param, WorkerSpec
 from torchwire.workers.pool import WorkerPool
 from torchwire.workers.process import WorkerHooks, WorkerLoadError
-from torchwire.workers.protocol import Batch, BatchDone, Item, Param, WorkerSpec
 
 SPEC = WorkerSpec("m", "1.0", "/nowhere", {}, "fake.py", 4, 10, None, 1)
 

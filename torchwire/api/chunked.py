@@ -20,8 +20,8 @@ from starlette.types import Send
 
 from torchwire.api.responses import outcome_response
 from torchwire.errors import InternalError, ServeError
+from torchwire.protocol import Outcome
 from torchwire.stream import ResponseStream
-from torchwire.workers.protocol import Outcome
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from torchwire.api.openapi import add_paths, inference_document
 from torchwire.api.payload import item_from_request
 from torchwire.api.responses import json_response
 from torchwire.config import Settings
+from torchwire.protocol import EXPLAIN, PREDICT, Kind
 from torchwire.registry import ModelRegistry
-from torchwire.workers.protocol import EXPLAIN, PREDICT, Kind
 
 
 class InferenceAPI:

@@ -15,8 +15,8 @@ from torchwire.api.responses import json_response, outcome_value
 from torchwire.config import Settings
 from torchwire.errors import BadRequest
 from torchwire.model import ModelVersion
+from torchwire.protocol import EXPLAIN, PREDICT, Item, Kind, Outcome, Param
 from torchwire.registry import ModelRegistry
-from torchwire.workers.protocol import EXPLAIN, PREDICT, Item, Kind, Outcome, Param
 
 
 def instances_of(doc: Any) -> list[Any]:

@@ -19,8 +19,8 @@ from torchwire.errors import InternalError, ServeError
 from torchwire.model import ModelVersion
 from torchwire.oip import json_codec
 from torchwire.oip.request import infer, model_metadata, model_ready, server_metadata
+from torchwire.protocol import EXPLAIN, PREDICT, Kind
 from torchwire.registry import ModelRegistry
-from torchwire.workers.protocol import EXPLAIN, PREDICT, Kind
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 EXTENSIONS = ("binary_tensor_data",)

@@ -1,6 +1,6 @@
 """TorchServe's InferenceAPIsService: Ping, Predictions and the two streaming forms.
 
-A prediction becomes the same :class:`~torchwire.workers.protocol.Item` the
+A prediction becomes the same :class:`~torchwire.protocol.Item` the
 REST API builds: each entry of the ``input`` map is one named parameter of
 the request's row, as bytes without a content type (as TorchServe passes
 them), and it goes through the model's batcher and workers.
@@ -21,9 +21,9 @@ from torchwire.grpc.generated import inference_pb2_grpc as pb_grpc
 from torchwire.grpc.generated.google.rpc import status_pb2
 from torchwire.grpc.status import abort, code_number, grpc_code, rpc, unexpected
 from torchwire.model import ModelVersion
+from torchwire.protocol import Item, Param
 from torchwire.registry import ModelRegistry
 from torchwire.stream import ResponseStream
-from torchwire.workers.protocol import Item, Param
 
 
 def metadata_headers(context: grpc.aio.ServicerContext) -> dict[str, str]:

@@ -34,10 +34,10 @@ import numpy as np
 
 from torchwire.errors import HandlerError, InvalidInput, error_for_status
 from torchwire.handlers.context import Context
+from torchwire.handlers.outcome import as_serve_error, error_outcome
 from torchwire.oip.metadata import output_names
 from torchwire.oip.tensor import BYTES, Tensor, join_bytes, split_bytes
-from torchwire.workers.outcome import as_serve_error, error_outcome
-from torchwire.workers.protocol import Item, Outcome
+from torchwire.protocol import Item, Outcome
 
 _NUMPY: dict[str, str] = {
     "BOOL": "?", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",

@@ -17,7 +17,7 @@ from torchwire.errors import BadRequest, InternalError
 from torchwire.model import ModelVersion
 from torchwire.oip.metadata import check_inputs, metadata_of
 from torchwire.oip.tensor import TENSORS_CONTENT_TYPE, Tensor, decode_tensors
-from torchwire.workers.protocol import PREDICT, Item, Kind, Param
+from torchwire.protocol import PREDICT, Item, Kind, Param
 
 SERVER_NAME = "torchwire"
 

@@ -26,10 +26,9 @@ from torchwire.errors import HandlerError, InvalidInput
 from torchwire.handlers.context import Context
 from torchwire.handlers.loader import Service, resolve
 from torchwire.handlers.metrics import MetricsCache
+from torchwire.handlers.outcome import as_serve_error, error_outcome, result_outcome
 from torchwire.oip.tensor import is_tensor_item
-from torchwire.workers.outcome import as_serve_error, error_outcome, result_outcome
-from torchwire.workers.partials import PartialSender, Send
-from torchwire.workers.protocol import (
+from torchwire.protocol import (
     Batch,
     BatchDone,
     FrameWriter,
@@ -43,6 +42,7 @@ from torchwire.workers.protocol import (
     encode,
     recv_message,
 )
+from torchwire.workers.partials import PartialSender, Send
 
 log = logging.getLogger(__name__)
 

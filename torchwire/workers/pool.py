@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torchwire.protocol import WorkerSpec
 from torchwire.workers.process import WorkerHooks, WorkerLoadError, WorkerProcess
-from torchwire.workers.protocol import WorkerSpec
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import IO
 from torchwire.batching import Job
 from torchwire.errors import RequestTimeout, ServeError, ServiceUnavailable, WorkerDied
 from torchwire.logs import MODEL_LOG
-from torchwire.workers.protocol import (
+from torchwire.protocol import (
     HEADER,
     Batch,
     BatchDone,

@@ -10,7 +10,7 @@ from typing import Any
 
 from torchwire.errors import HandlerError, InvalidInput, ServeError, error_for_status
 from torchwire.handlers.context import Context
-from torchwire.workers.protocol import Failure, Outcome
+from torchwire.protocol import Failure, Outcome
 
 log = logging.getLogger(__name__)
 
