@@ -146,11 +146,6 @@ def error_for_status(status: int, message: str, type_name: str = "") -> ServeErr
     return err
 
 
-class NotSupported(ServeError):
-    status = 501
-    type_name = "NotImplementedException"
-
-
 class ExplanationsNotSupported(ServeError):
     status = 501
     type_name = "ExplanationsNotSupportedException"

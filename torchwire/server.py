@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
 import signal
 import socket
@@ -37,6 +36,7 @@ from torchwire.auth import (
     policy_for,
 )
 from torchwire.config import Address, Settings
+from torchwire.config.environment import environment
 from torchwire.devices import GpuAllocator, visible_gpu_count
 from torchwire.errors import ServeError
 from torchwire.grpc.server import Authorizer, GrpcListeners
@@ -92,7 +92,7 @@ class Server:
         self.settings = settings
         self.model_specs = models
         self.registry = ModelRegistry()
-        self.gpus = GpuAllocator(visible_gpu_count(dict(os.environ), settings.number_of_gpu))
+        self.gpus = GpuAllocator(visible_gpu_count(environment(), settings.number_of_gpu))
         self.metrics = Metrics()
         self.metrics.watch(self.registry)
         self.store = ModelStore(settings, self.gpus, observer=self.metrics.observe_batch)

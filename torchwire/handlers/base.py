@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import inspect
-import json
 import logging
 import sys
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from typing import Any
 
 from torchwire.errors import ExplanationsNotSupported, HandlerError, InvalidInput
 from torchwire.handlers.context import Context
+from torchwire.handlers.labels import load_label_mapping
 
 log = logging.getLogger(__name__)
 
@@ -44,29 +44,6 @@ def import_file(path: Path) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def load_label_mapping(path: Path) -> dict[str, Any] | None:
-    """Read ``index_to_name.json`` if present: ``{"0": "cat", ...}``."""
-    if not path.is_file():
-        return None
-    with path.open(encoding="utf-8") as fh:
-        mapping = json.load(fh)
-    if not isinstance(mapping, dict):
-        raise HandlerError(f"{path.name} must hold a JSON object mapping class index to name")
-    return mapping
-
-
-def label_of(mapping: dict[str, Any] | None, index: int) -> str:
-    """The class name for ``index``; the index as a string when there is none.
-
-    A mapping value may be a name or a list whose last element is the name, as in
-    ImageNet's ``["n02123045", "tabby"]``.
-    """
-    name = mapping.get(str(index)) if mapping else None
-    if isinstance(name, list | tuple):
-        name = name[-1] if name else None
-    return str(index) if name is None else str(name)
 
 
 def merge_results(results: list[Any], failures: list[BaseException | None]) -> list[Any]:

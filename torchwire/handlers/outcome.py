@@ -51,7 +51,8 @@ def error_outcome(err: ServeError) -> Outcome:
     return Outcome(err.status, body, JSON, error=Failure(err.status, err.type_name, err.message))
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``json.dumps``'s ``default``: arrays and tensors as lists (their ``tolist()``)."""
     tolist = getattr(value, "tolist", None)
     if callable(tolist):
         return tolist()
@@ -63,7 +64,7 @@ def _encode(result: Any) -> tuple[bytes, str]:
         return bytes(result), "application/octet-stream"
     if isinstance(result, str):
         return result.encode(), "text/plain; charset=utf-8"
-    return json.dumps(result, default=_jsonable).encode(), JSON
+    return json.dumps(result, default=jsonable).encode(), JSON
 
 
 def result_outcome(result: Any, ctx: Context, idx: int, handler: str) -> Outcome:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from torchwire.compat import enable_ts_compat
+from torchwire.config.environment import worker_log_level
 from torchwire.errors import HandlerError, InvalidInput
 from torchwire.handlers.context import Context
 from torchwire.handlers.loader import Service, resolve
@@ -218,7 +219,7 @@ def serve(sock: socket.socket, worker: Worker) -> None:
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(
-        level=os.environ.get("TORCHWIRE_WORKER_LOG_LEVEL", "INFO"),
+        level=worker_log_level(),
         format=f"%(asctime)s [worker {os.getpid()}] %(levelname)s %(name)s: %(message)s",
     )
     sock = socket.socket(fileno=int(argv[1]))
