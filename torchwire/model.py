@@ -8,12 +8,13 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from torchwire.archive import Manifest
 from torchwire.batching import Batcher, Job
+from torchwire.config.models import ServingConfig
 from torchwire.devices import GpuAllocator
 from torchwire.errors import DependencyInstallError, ServiceUnavailable
 from torchwire.protocol import PREDICT, BatchDone, Item, Kind, Outcome, WorkerSpec
@@ -23,21 +24,6 @@ from torchwire.workers.pool import WorkerPool
 from torchwire.workers.process import WorkerHooks, WorkerProcess
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ServingConfig:
-    """The resolved per-version settings (every value concrete)."""
-
-    min_workers: int
-    max_workers: int
-    batch_size: int
-    max_batch_delay: int  # ms
-    response_timeout: float  # s
-    startup_timeout: float  # s
-    job_queue_size: int
-    device_type: str | None = None  # "cpu", "gpu" or None (gpu when one is visible)
-    gpu_ids: tuple[int, ...] | None = None
 
 
 class ModelState(enum.Enum):

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import ClassVar
 
 from torchwire.archive import Manifest
+from torchwire.config import ServingConfig
 from torchwire.devices import GpuAllocator
 from torchwire.errors import InvalidInput
 from torchwire.handlers.outcome import error_outcome
-from torchwire.model import ModelVersion, ServingConfig
+from torchwire.model import ModelVersion
 from torchwire.protocol import (
     Batch,
     BatchDone,
