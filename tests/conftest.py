@@ -125,7 +125,8 @@ def torch_model_archiver(args: list[str], scratch: Path) -> subprocess.Completed
                           timeout=120)
 
 
-def wait_until(check: Callable[[], bool], deadline_s: float, what: str) -> None:
+def wait_until(check: Callable[[], bool], deadline_s: float = 60.0,
+               what: str = "the condition") -> None:
     """Poll ``check`` until it is true; TimeoutError naming ``what`` after ``deadline_s``."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -135,7 +136,8 @@ def wait_until(check: Callable[[], bool], deadline_s: float, what: str) -> None:
     raise TimeoutError(f"{what} did not happen within {deadline_s} s")
 
 
-async def until(check: Callable[[], bool], deadline_s: float, what: str) -> None:
+async def until(check: Callable[[], bool], deadline_s: float = 60.0,
+                what: str = "the condition") -> None:
     """``wait_until`` for a test running in an event loop: the loop runs while it polls."""
     import asyncio
 

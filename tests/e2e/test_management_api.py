@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import stat
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests.conftest import (
     serving_archive,
     start_server,
     stop_server,
+    wait_until,
 )
 from tests.conftest import toy_archive as make_toy
 
@@ -44,15 +44,6 @@ class Mgmt:
         token = self.key() if key is None else key
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
-
-
-def wait_until(check: object, deadline_s: float = 60) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise TimeoutError("condition not met in time")
 
 
 def addresses(tmp: Path) -> tuple[dict[str, object], str, str]:

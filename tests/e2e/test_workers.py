@@ -20,7 +20,9 @@ from tests.conftest import (
     start_server,
     stop_server,
     toy_archive,
+    until,
     wait_for_ping,
+    wait_until,
 )
 
 
@@ -28,19 +30,21 @@ def worker_pid(server: RunningServer, model: str = "toy") -> int:
     return int(httpx.post(f"{server.url}/predictions/{model}", content=b"pid").json()["pid"])
 
 
-async def _sleep_then_kill(url: str, pid: int) -> tuple[httpx.Response, float]:
+async def _block_then_kill(url: str, pid: int, gate: Path) -> tuple[httpx.Response, float]:
     async with httpx.AsyncClient(base_url=url, timeout=60) as c:
-        pending = asyncio.ensure_future(c.post("/predictions/toy", content=b"sleep:30"))
-        await asyncio.sleep(0.5)  # let the request reach the worker (no result depends on it)
+        pending = asyncio.ensure_future(c.post("/predictions/toy", content=f"block:{gate}"))
+        started = gate.with_name(gate.name + ".started")  # the handler has the request
+        await until(started.exists, 30, "the worker starting the request")
         killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         response = await pending
         return response, time.monotonic() - killed_at
 
 
-def test_kill_9_mid_request_answers_503_fast_and_restarts(server: RunningServer) -> None:
+def test_kill_9_mid_request_answers_503_fast_and_restarts(server: RunningServer,
+                                                          tmp_path: Path) -> None:
     pid = worker_pid(server)
-    response, waited = asyncio.run(_sleep_then_kill(server.url, pid))
+    response, waited = asyncio.run(_block_then_kill(server.url, pid, tmp_path / "gate"))
     assert response.status_code == 503
     assert "died" in response.json()["message"]
     assert waited < 1.0
@@ -158,9 +162,7 @@ def test_background_start_and_stop_with_models_all(tmp_path: Path) -> None:
     assert started.returncode == 0, started.stderr
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while httpx.get(f"{url}/ping").status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: httpx.get(f"{url}/ping").status_code == 200, 60, "/ping")
         for name in ("a", "b"):
             assert httpx.post(f"{url}/predictions/{name}", content=b"q").json()["echo"] == "q"
     finally:
