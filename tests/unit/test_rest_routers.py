@@ -95,3 +95,16 @@ def test_describe_and_customized_describe() -> None:
         assert custom.json()[0]["modelName"] == "m"
 
     serve(check)
+
+
+def test_scaling_through_the_management_router() -> None:
+    async def check(api: httpx.AsyncClient, mgmt: httpx.AsyncClient) -> None:
+        r = await mgmt.put("/models/m", params={"min_worker": 2, "synchronous": "true"})
+        assert r.status_code == 200, r.text
+        assert r.json() == {"status": "Workers scaled to 2 for model: m"}
+        (doc,) = (await mgmt.get("/models/m")).json()
+        assert [w["status"] for w in doc["workers"]] == ["READY", "READY"]
+        bad = await mgmt.put("/models/m", params={"min_worker": 1, "synchronous": "maybe"})
+        assert bad.status_code == 400 and "synchronous='maybe' is invalid" in bad.json()["message"]
+
+    serve(check)
