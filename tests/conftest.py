@@ -43,6 +43,11 @@ class RunningServer:
     def client(self, **kw: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60, **kw)  # type: ignore[arg-type]
 
+    def management(self) -> httpx.Client:
+        """A client of the management API, with its key."""
+        auth = {"Authorization": f"Bearer {self.key('management')}"}
+        return httpx.Client(base_url=self.management_url, timeout=60, headers=auth)
+
     def key(self, kind: str) -> str:
         """A key from the key_file.json the server wrote in its working directory."""
         keys = json.loads((self.log_dir.parent / "key_file.json").read_text())

@@ -487,7 +487,7 @@ def test_explain_header_on_predictions_still_predicts(
 @pytest.mark.parametrize("model", ["digits_cnn", "news"])
 def test_customized_describe_of_a_builtin_handler(handlers_server: RunningServer,
                                                   model: str) -> None:
-    with httpx.Client(base_url=handlers_server.management_url, timeout=60) as mgmt:
+    with handlers_server.management() as mgmt:
         response = mgmt.get(f"/models/{model}", params={"customized": "true"})
     assert response.status_code == 200, response.text
     (doc,) = response.json()

@@ -164,7 +164,7 @@ def test_customized_describe_of_a_custom_handler_without_describe_handle(
 ) -> None:
     """TorchServe's ImageClassifier subclass defines no describe_handle: the base's
     answer (nothing) is the customized metadata, and the request is a 200."""
-    with httpx.Client(base_url=ts_server.management_url, timeout=60) as mgmt:
+    with ts_server.management() as mgmt:
         response = mgmt.get("/models/tsdigits", params={"customized": "true"})
     assert response.status_code == 200, response.text
     (doc,) = response.json()
