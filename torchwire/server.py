@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import shutil
 import signal
@@ -190,7 +191,8 @@ class Server:
         )
         listener = _Listener(config)
         self._listeners.append(listener)
-        log.info("%s API listening on %s", name, address)
+        bound = dataclasses.replace(address, port=sock.getsockname()[1])  # port 0: the OS's
+        log.info("%s API listening on %s", name, bound)
         await listener.serve(sockets=[sock])
 
     def _tls(self, which: str) -> str | None:

@@ -14,7 +14,6 @@ import pytest
 
 from tests.conftest import (
     RunningServer,
-    free_port,
     start_server,
     stop_server,
     toy_archive,
@@ -64,15 +63,12 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     store.mkdir()
     for name in ("counted", "queued", "crashy", "custom", "scaled"):
         toy_archive(store, name)
-    m, x = free_port(), free_port()
     models = {"counted": {"1.0": {"minWorkers": 2, "maxWorkers": 2}}}
-    config = {"management_address": f"http://127.0.0.1:{m}",
-              "metrics_address": f"http://127.0.0.1:{x}",
-              "disable_token_authorization": "true", "models": json.dumps(models)}
+    config = {"disable_token_authorization": "true", "models": json.dumps(models)}
     archives = [f"{n}={n}-1.0/{n}.mar" for n in ("counted", "queued", "crashy", "custom",
                                                  "scaled")]
     running = start_server(tmp, store, archives, config)
-    yield Server(running, f"http://127.0.0.1:{m}", f"http://127.0.0.1:{x}")
+    yield Server(running, running.management_url, running.metrics_url)
     stop_server(running)
 
 
