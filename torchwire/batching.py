@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from torchwire.errors import BadRequest, RequestTimeout, ServiceUnavailable
-from torchwire.workers.protocol import Batch, Item, Outcome
+from torchwire.protocol import PREDICT, Batch, Item, Kind, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class Job:
     item: Item
     future: asyncio.Future[Outcome]
     arrived: float
-    explain: bool = False
+    kind: Kind = PREDICT
     attempts: int = 0
     dispatched: float = field(default=0.0)
     received: float = field(default_factory=time.perf_counter)
@@ -63,6 +63,11 @@ class Job:
     on_partial: Callable[[Outcome], None] | None = None
     on_settled: Callable[[], None] | None = None
     deadline: float | None = None
+
+    @property
+    def alone(self) -> bool:
+        """Explain and describe requests run in a batch of their own."""
+        return self.kind != PREDICT
 
     def answer(self, outcome: Outcome) -> None:
         if not self.future.done():
@@ -199,7 +204,7 @@ class Batcher:
         now = asyncio.get_running_loop().time()
         self.stats.dispatched += len(jobs)
         self.stats.waited += sum(now - job.arrived for job in jobs)
-        slot.submit(Batch(next(self._ids), tuple(j.item for j in jobs), jobs[0].explain), jobs)
+        slot.submit(Batch(next(self._ids), tuple(j.item for j in jobs), jobs[0].kind), jobs)
 
     async def _wait_for(self, ready: Callable[[], bool]) -> None:
         while not ready():
@@ -265,13 +270,13 @@ class Batcher:
     async def _collect(self) -> list[Job]:
         first = await self._first()
         jobs = [first]
-        if first.explain:
+        if first.alone:
             return jobs
         loop = asyncio.get_running_loop()
         deadline = first.arrived + self.max_delay
         while True:
             self._take_ready(jobs)
-            if self._cut_now(jobs) or (self.pending and self.pending[0].explain):
+            if self._cut_now(jobs) or (self.pending and self.pending[0].alone):
                 return jobs
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -284,10 +289,10 @@ class Batcher:
                 return jobs
 
     def _take_ready(self, jobs: list[Job]) -> None:
-        """Move queued jobs into ``jobs`` up to the batch size (an explanation stays)."""
+        """Move queued jobs into ``jobs`` up to the batch size (an explain/describe stays)."""
         now = asyncio.get_running_loop().time()
         while len(jobs) < self.batch_size and self.pending:
-            if self.pending[0].explain:
+            if self.pending[0].alone:
                 return
             job = self.pending.popleft()
             if self._live(job, now):

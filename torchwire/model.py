@@ -8,39 +8,23 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from torchwire.archive import Manifest
-from torchwire.batching import ADAPTIVE, Batcher, Job, deadline_of
+from torchwire.batching import Batcher, Job, deadline_of
+from torchwire.config.models import ServingConfig
 from torchwire.devices import GpuAllocator
 from torchwire.errors import DependencyInstallError, ServiceUnavailable
+from torchwire.protocol import PREDICT, BatchDone, Item, Kind, Outcome, WorkerSpec
 from torchwire.requirements import ModelRequirements
 from torchwire.stream import ResponseStream
-from torchwire.workers.elastic import ElasticScaler, ElasticSettings
+from torchwire.workers.elastic import ElasticScaler
 from torchwire.workers.pool import WorkerPool
 from torchwire.workers.process import WorkerHooks, WorkerProcess
-from torchwire.workers.protocol import BatchDone, Item, Outcome, WorkerSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ServingConfig:
-    """The resolved per-version settings (every value concrete)."""
-
-    min_workers: int
-    max_workers: int
-    batch_size: int
-    max_batch_delay: int  # ms
-    response_timeout: float  # s
-    startup_timeout: float  # s
-    job_queue_size: int
-    device_type: str | None = None  # "cpu", "gpu" or None (gpu when one is visible)
-    gpu_ids: tuple[int, ...] | None = None
-    batch_policy: str = ADAPTIVE  # "adaptive" or "torchserve" (see torchwire.batching)
-    elastic: ElasticSettings = ElasticSettings()
 
 
 class ModelState(enum.Enum):
@@ -215,33 +199,19 @@ class ModelVersion:
         """
         return self.config.response_timeout + self.config.startup_timeout
 
-    async def infer(self, item: Item, explain: bool = False,
-                    on_partial: Callable[[Outcome], None] | None = None) -> Outcome:
-        """The final answer; intermediate responses go to ``on_partial`` (else are dropped)."""
-        job = self._job(item, explain)
-        self.batcher.submit(job)
-        limit = self.answer_limit
-        try:
-            async with asyncio.timeout(job.wait_limit(limit)) as deadline:
-                job.on_partial = extending(deadline, job, limit, on_partial)
-                return await job.future
-        except TimeoutError:
-            err = job.timeout_error(limit)
-            job.give_up(err)  # nobody waits for it: if still queued, it never runs
-            raise err from None
+    def submit(self, item: Item, kind: Kind = PREDICT) -> ResponseStream:
+        """Queue ``item``; its answers (intermediate responses, then the final) stream back.
 
-    def infer_stream(self, item: Item, explain: bool = False) -> ResponseStream:
-        """Submit ``item``; its answers (intermediate responses, then the final) stream back."""
-        job = self._job(item, explain)
-        stream = ResponseStream(job, self.answer_limit)
-        self.batcher.submit(job)
-        return stream
-
-    def _job(self, item: Item, explain: bool) -> Job:
+        ``await model.submit(item).result()`` is the final answer or raises its ServeError.
+        A request's ``X-Request-Timeout`` header (or gRPC deadline) bounds its waits.
+        """
         self._check_servable()
         loop = asyncio.get_running_loop()
         now = loop.time()
-        return Job(item, loop.create_future(), now, explain, deadline=deadline_of(item, now))
+        job = Job(item, loop.create_future(), now, kind, deadline=deadline_of(item, now))
+        stream = ResponseStream(job, self.answer_limit)
+        self.batcher.submit(job)
+        return stream
 
     def _check_servable(self) -> None:
         state = self.state
@@ -295,16 +265,3 @@ class ModelVersion:
     def workers(self) -> list[WorkerProcess]:
         return list(self.pool.workers.values())
 
-
-def extending(deadline: asyncio.Timeout, job: Job, limit: float,
-              then: Callable[[Outcome], None] | None) -> Callable[[Outcome], None]:
-    """An intermediate response shows the model at work: wait ``limit`` more from now
-    (never past the client's own deadline)."""
-
-    def on_partial(outcome: Outcome) -> None:
-        if not deadline.expired():
-            deadline.reschedule(asyncio.get_running_loop().time() + job.wait_limit(limit))
-        if then is not None:
-            then(outcome)
-
-    return on_partial

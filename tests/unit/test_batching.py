@@ -9,7 +9,7 @@ import pytest
 
 from torchwire.batching import TORCHSERVE, Batcher, Job, deadline_of
 from torchwire.errors import BadRequest, RequestTimeout, ServiceUnavailable
-from torchwire.workers.protocol import Batch, Item
+from torchwire.protocol import EXPLAIN, PREDICT, Batch, Item, Kind
 
 
 class FakeSlot:
@@ -29,7 +29,8 @@ class FakeSlot:
 
 def job(name: str, explain: bool = False) -> Job:
     loop = asyncio.get_running_loop()
-    return Job(Item(name, (), {}), loop.create_future(), loop.time(), explain)
+    kind: Kind = EXPLAIN if explain else PREDICT
+    return Job(Item(name, (), {}), loop.create_future(), loop.time(), kind)
 
 
 def ids(batch: Batch) -> list[str]:

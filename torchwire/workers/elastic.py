@@ -23,6 +23,8 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from torchwire.config.models import ElasticSettings
+
 if TYPE_CHECKING:
     from torchwire.model import ModelVersion
 
@@ -31,15 +33,6 @@ log = logging.getLogger(__name__)
 TICK = 0.5  # seconds between looks
 HOT_TICKS = 2  # ticks of long queue waits before a worker is added
 HELPS = 1.1  # an added worker must raise throughput by 10 % for growth to go on
-
-
-@dataclass(frozen=True)
-class ElasticSettings:
-    """The scaler's thresholds (config keys elastic_workers, scale_up_wait_ms, ...)."""
-
-    enabled: bool = True
-    scale_up_wait_ms: int = 100  # queue wait beyond max_batch_delay that asks for a worker
-    scale_down_after: float = 30.0  # seconds of quiet before a worker is retired
 
 
 @dataclass
