@@ -19,7 +19,6 @@ import pytest
 from tests.conftest import (
     TOY,
     RunningServer,
-    free_port,
     handler_archive,
     start_server,
     stop_server,
@@ -73,12 +72,10 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         handler_archive(store, name, slow_handler, store / name, yaml_config=yaml)
     for name, yaml in TOYS.items():
         toy_archive(store, name, yaml_config=yaml)
-    m = free_port()
-    config = {"management_address": f"http://127.0.0.1:{m}", "job_queue_size": 500,
-              "disable_token_authorization": "true"}
+    config = {"job_queue_size": 500, "disable_token_authorization": "true"}
     archives = [f"{n}={n}/{n}.mar" for n in MODELS] + [f"{n}={n}-1.0/{n}.mar" for n in TOYS]
     running = start_server(tmp, store, archives, config)
-    yield Server(running, f"http://127.0.0.1:{m}")
+    yield Server(running, running.management_url)
     stop_server(running)
 
 
