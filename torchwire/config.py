@@ -169,6 +169,10 @@ def _to_path(value: Any, key: str) -> Path:
     return path.expanduser().absolute()
 
 
+def _to_text(value: Any, key: str) -> str:
+    return _expect_str(value, key, "text")
+
+
 def _choice(*choices: str) -> Converter:
     expected = "one of " + ", ".join(choices)
 
@@ -502,7 +506,11 @@ class Settings:
     max_batch_delay: int = 100  # milliseconds
     number_of_gpu: int | None = None  # None: detect
     log_location: Path | None = None
-    metrics_mode: str = "prometheus"  # "prometheus" | "log"
+    metrics_mode: str = "prometheus"  # "prometheus" | "log" | "legacy"
+    metrics_config: Path | None = None  # metrics.yaml; None: torchwire's built-in metrics
+    model_metrics_auto_detect: bool | None = None  # None: on without metrics_config, else off
+    metric_time_interval: int = 60  # seconds between system metrics in log mode
+    model_snapshot: str | None = None  # a snapshot's model_snapshot JSON: restore it at start
     enable_metrics_api: bool = True
     disable_token_authorization: bool = False
     enable_token_authorization: bool = False
@@ -552,7 +560,11 @@ _CONVERTERS: dict[str, Converter] = {
     "max_batch_delay": _int_at_least(0),
     "number_of_gpu": _optional(_int_at_least(0)),
     "log_location": _optional(_to_path),
-    "metrics_mode": _choice("prometheus", "log"),
+    "metrics_mode": _choice("prometheus", "log", "legacy"),
+    "metrics_config": _optional(_to_path),
+    "model_metrics_auto_detect": _optional(_to_bool),
+    "metric_time_interval": _int_at_least(1),
+    "model_snapshot": _optional(_to_text),
     "enable_metrics_api": _to_bool,
     "disable_token_authorization": _to_bool,
     "enable_token_authorization": _to_bool,
@@ -582,6 +594,7 @@ IGNORED_KEYS: tuple[str, ...] = (
     "keystore",
     "keystore_pass",
     "keystore_type",
+    "tsConfigFile",
 )
 """TorchServe keys accepted in config.properties without effect (not kept in ``unknown``)."""
 
@@ -611,6 +624,11 @@ def load_settings(
     settings = Settings(**values, unknown=unknown)
     _check_tls(settings)
     return settings
+
+
+def config_file_from_env(env: Mapping[str, str] | None = None) -> Path | None:
+    """The config file that TORCHWIRE_CONFIG_FILE / TS_CONFIG_FILE name, if any."""
+    return _config_path_from_env(os.environ if env is None else env)
 
 
 def _config_path_from_env(environ: Mapping[str, str]) -> Path | None:
