@@ -40,7 +40,8 @@ from torchwire.config import Address, Settings
 from torchwire.devices import GpuAllocator, visible_gpu_count
 from torchwire.errors import ServeError
 from torchwire.grpc.server import Authorizer, GrpcListeners
-from torchwire.metrics import Metrics
+from torchwire.metrics import Metrics, MetricsOptions
+from torchwire.metrics_yaml import DEFAULT_SPEC, load_metrics_config
 from torchwire.registry import ModelRegistry
 from torchwire.snapshot import Restorer, SnapshotWriter, read_models
 from torchwire.store import ModelSpec, ModelStore
@@ -95,7 +96,7 @@ class Server:
         self.model_specs = models
         self.registry = ModelRegistry()
         self.gpus = GpuAllocator(visible_gpu_count(dict(os.environ), settings.number_of_gpu))
-        self.metrics = Metrics()
+        self.metrics = Metrics(options=metrics_options(settings, self.gpus.count))
         self.metrics.watch(self.registry)
         self.store = ModelStore(settings, self.gpus, observer=self.metrics.observe_batch)
         self.snapshots = SnapshotWriter(default_log_dir(settings) / "config", settings,
@@ -181,11 +182,19 @@ class Server:
                                   self.grpc_authorizer, self.admin)
         await self.grpc.start()
         tasks = [loop.create_task(c) for c in serving]
+        if self.metrics.mode != "prometheus":  # system metrics go to ts_metrics.log
+            tasks.append(loop.create_task(self.log_system_metrics()))
         try:
             await self.load_startup_models()
             await self._stop.wait()
         finally:
             await self.shutdown(tasks)
+
+    async def log_system_metrics(self) -> None:
+        while not self._stop.is_set():
+            self.metrics.sample_system()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.settings.metric_time_interval)
 
     async def _serve(self, name: str, address: Address, app: Starlette,
                      sock: socket.socket) -> None:
@@ -259,6 +268,15 @@ class Server:
         shutil.rmtree(self.store.work_dir, ignore_errors=True)
         if self.keys is not None:
             self.keys.remove()
+
+
+def metrics_options(settings: Settings, gpus: int) -> MetricsOptions:
+    """metrics_config (TorchServe's default set without one), mode and auto-detection."""
+    path = settings.metrics_config
+    spec = load_metrics_config(path) if path is not None else DEFAULT_SPEC
+    auto = settings.model_metrics_auto_detect
+    return MetricsOptions(spec, settings.metrics_mode, path is None if auto is None else auto,
+                          gpus)
 
 
 def run_server(settings: Settings, models: list[ModelSpec], snapshots: bool = True) -> None:
