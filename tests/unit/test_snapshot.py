@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import shutil
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from torchwire.config import Address, ModelSettings, Settings, load_settings, parse_properties
+from torchwire.devices import GpuAllocator
 from torchwire.errors import ConfigError
 from torchwire.registry import ModelRegistry
 from torchwire.snapshot import (
+    Restorer,
+    SnapshotEntry,
     SnapshotWriter,
     archive_name,
     latest_snapshot,
@@ -21,6 +26,7 @@ from torchwire.snapshot import (
     settings_properties,
     snapshot_files,
 )
+from torchwire.store import ModelStore
 
 # A snapshot as TorchServe 0.12 writes it (Properties.store of its config + Gson JSON).
 TORCHSERVE_SNAPSHOT = (
@@ -125,3 +131,38 @@ def test_archive_name_is_the_last_url_segment() -> None:
     assert archive_name("https://host/path/model.mar") == "model.mar"
     assert archive_name("model.mar") == "model.mar"
     assert archive_name("sub/dir/") == "dir"
+
+
+def test_a_version_that_cannot_be_restored_is_kept_for_later(tmp_path: Path) -> None:
+    """Its archive is gone: /ping's failures name it, and later snapshots still hold it."""
+    settings = Settings(model_store=tmp_path)
+    models = ModelRegistry()
+    writer = SnapshotWriter(tmp_path / "config", settings, models)
+    store = ModelStore(settings, GpuAllocator(0))
+    raw = {"defaultVersion": True, "marName": "gone.mar", "minWorkers": 2, "maxWorkers": 2,
+           "modelUrl": "gone.mar"}
+    entries = read_models(json.dumps({"models": {"gone": {"1.0": raw}}}))
+    try:
+        asyncio.run(Restorer(store, models, settings, writer).restore(entries))
+    finally:
+        shutil.rmtree(store.work_dir, ignore_errors=True)
+    assert "gone 1.0" in models.startup_failures and not list(models)
+    path = writer.save("startup")
+    assert path is not None
+    kept = json.loads(parse_properties(path.read_text())["model_snapshot"])["models"]
+    assert kept == {"gone": {"1.0": raw}}
+
+
+def test_source_prefers_a_recorded_path_then_the_stores_copy(tmp_path: Path) -> None:
+    (tmp_path / "web.mar").write_bytes(b"")
+    restorer = Restorer(ModelStore.__new__(ModelStore), ModelRegistry(),
+                        Settings(model_store=tmp_path), SnapshotWriter(tmp_path, Settings(),
+                                                                       ModelRegistry()))
+
+    def entry(url: str, mar: str) -> SnapshotEntry:
+        return SnapshotEntry("m", "1.0", url, True, ModelSettings(), {"marName": mar})
+
+    assert restorer.source(entry("v2/toy.mar", "toy.mar")) == "v2/toy.mar"
+    assert restorer.source(entry("http://h/allowed/web.mar", "web.mar")) == "web.mar"
+    assert restorer.source(entry("http://h/allowed/x.mar", "x.mar")) == "http://h/allowed/x.mar"
+    assert restorer.source(entry("noop.mar", "noop.mar")) == "noop.mar"  # TorchServe's files
