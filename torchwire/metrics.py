@@ -24,11 +24,10 @@ from prometheus_client import CollectorRegistry, Histogram, disable_created_metr
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 
-from torchwire.handlers.base import DESCRIBE_HEADER
 from torchwire.metrics_yaml import DEFAULT_SPEC, MetricsSpec
+from torchwire.protocol import DESCRIBE, BatchDone, MetricRecord
 from torchwire.system_metrics import SystemMetrics
 from torchwire.ts_metrics import FrontendMetrics, ModelMetrics, TsFamily, ts_text
-from torchwire.workers.protocol import BatchDone, MetricRecord
 
 if TYPE_CHECKING:
     from torchwire.batching import Job
@@ -145,7 +144,7 @@ class Metrics:
     # -- recording ---------------------------------------------------------------
     def observe_batch(self, model: ModelVersion, jobs: list[Job], done: BatchDone) -> None:
         """The model's batch observer: called once per batch a worker answered."""
-        jobs = [j for j in jobs if j.item.headers.get(DESCRIBE_HEADER) != "True"]
+        jobs = [j for j in jobs if j.kind != DESCRIBE]
         self.handler_metrics.record(done.metrics)
         if not jobs:
             return

@@ -113,7 +113,7 @@ def model_entries(models: ModelRegistry) -> dict[str, dict[str, dict[str, Any]]]
     """TorchServe's ``Model.getModelState`` for every version, plus ``modelUrl``."""
     entries: dict[str, dict[str, dict[str, Any]]] = {}
     for name in models.names():
-        default = models.default_version(name)
+        default = models.get(name).version
         for model in models.versions(name):
             c = model.config
             entries.setdefault(name, {})[model.version] = {

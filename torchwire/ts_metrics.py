@@ -24,7 +24,7 @@ from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
 
 from torchwire.metrics_yaml import MetricSpec, MetricsSpec
-from torchwire.workers.protocol import MetricRecord
+from torchwire.protocol import MetricRecord
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,14 @@ import pytest
 
 from tests.conftest import (
     RunningServer,
+    listening,
     second_version,
     serving_archive,
     start_server,
     stop_server,
     toy_archive,
     wait_for_ping,
+    wait_until,
 )
 from torchwire.config import parse_properties
 from torchwire.snapshot import snapshot_files
@@ -33,12 +35,11 @@ NAME = re.compile(r"[0-9]{17}-(startup|snapshot|shutdown)\.cfg")
 @dataclass
 class Front:
     server: RunningServer
-    management: str
     tmp: Path
     store: Path
 
     def mgmt(self) -> httpx.Client:
-        return httpx.Client(base_url=self.management, timeout=60)
+        return httpx.Client(base_url=self.server.management_url, timeout=60)
 
     def snapshots(self) -> list[Path]:
         return snapshot_files(self.tmp / "logs" / "config")
@@ -53,13 +54,21 @@ class Front:
             pass
 
     def restart(self) -> None:
-        """Start again in the same folder with no --ts-config (and no --models)."""
+        """Start again in the same folder with no --ts-config (and no --models); the
+        snapshot holds the config's port 0, so the new ports are read from the log."""
+        log = self.server.log_dir / "torchwire.log"
+        offset = log.stat().st_size
         cmd = [sys.executable, "-m", "torchwire", "start", "--foreground", "--model-store",
                str(self.store), "--log-location", str(self.tmp / "logs")]
         proc = subprocess.Popen(cmd, cwd=self.tmp, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
-        self.server = RunningServer(proc, self.server.url, self.server.log_dir)
+        self.server = RunningServer(proc, "", self.server.log_dir)
         try:
+            wait_until(lambda: {"inference", "management"} <= set(listening(log, offset)), 90,
+                       "the restarted server listening")
+            at = listening(log, offset)
+            self.server = RunningServer(proc, at["inference"], self.server.log_dir,
+                                        management_url=at["management"])
             wait_for_ping(self.server.url, proc, 200, 90)
         except BaseException:
             stop_server(self.server)
@@ -106,8 +115,7 @@ def front(tmp_path_factory: pytest.TempPathFactory, web_archive: str) -> Iterato
               "default_workers_per_model": 1,
               "allowed_urls": "file://.*,http://127.0.0.1:[0-9]+/allowed/.*"}
     server = start_server(tmp, store, ["toy=toy-1.0/toy.mar"], config)
-    mgmt = str(parse_properties((tmp / "config.properties").read_text())["management_address"])
-    f = Front(server, mgmt, tmp, store)
+    f = Front(server, tmp, store)
     yield f
     stop_server(f.server)
 

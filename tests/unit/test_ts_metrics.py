@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from torchwire.errors import ConfigError
 from torchwire.metrics import Metrics, MetricsOptions
 from torchwire.metrics_yaml import DEFAULT_SPEC, load_metrics_config
+from torchwire.protocol import MetricRecord
 from torchwire.system_metrics import SystemMetrics, gpu_readings
-from torchwire.workers.protocol import MetricRecord
 
 # TorchServe's own parser of metric log lines (frontend Metric.PATTERN), in Python.
 TS_LINE = re.compile(r"\s*([\w\s]+)\.([\w\s]+):([0-9\-,.e]+)\|#([^|]*)(\|#type:([^|,]+))?"
