@@ -141,4 +141,4 @@ def test_requests_are_counted_by_kind_not_by_a_clients_describe_header(
     metrics.observe_batch(model, [describe], BatchDone(2, (), 1.0))  # type: ignore[arg-type]
     text = metrics.render(["ts_inference_requests_total"]).decode()
     assert 'ts_inference_requests_total{model_name="m",model_version="1.0",' \
-           'hostname="host-a"} 1.0' in text
+           'hostname="host-a",} 1.0' in text
