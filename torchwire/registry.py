@@ -66,10 +66,6 @@ class ModelRegistry:
             raise ModelVersionNotFound(f"Model version {version} does not exist for model {name}")
         self._default[name] = version
 
-    def default_version(self, name: str) -> str:
-        self.get(name)
-        return self._default[name]
-
     def names(self) -> list[str]:
         return sorted(self._models)
 
