@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import inspect
-import json
 import logging
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from typing import Any
 
 from torchwire.errors import ExplanationsNotSupported, HandlerError, InvalidInput
 from torchwire.handlers.context import Context
+from torchwire.handlers.labels import MAPPING_FILE, load_label_mapping
 
 log = logging.getLogger(__name__)
 
@@ -38,29 +38,6 @@ def import_file(path: Path) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
-
-
-def load_label_mapping(path: Path) -> dict[str, Any] | None:
-    """Read ``index_to_name.json`` if present: ``{"0": "cat", ...}``."""
-    if not path.is_file():
-        return None
-    with path.open(encoding="utf-8") as fh:
-        mapping = json.load(fh)
-    if not isinstance(mapping, dict):
-        raise HandlerError(f"{path.name} must hold a JSON object mapping class index to name")
-    return mapping
-
-
-def label_of(mapping: dict[str, Any] | None, index: int) -> str:
-    """The class name for ``index``; the index as a string when there is none.
-
-    A mapping value may be a name or a list whose last element is the name, as in
-    ImageNet's ``["n02123045", "tabby"]``.
-    """
-    name = mapping.get(str(index)) if mapping else None
-    if isinstance(name, list | tuple):
-        name = name[-1] if name else None
-    return str(index) if name is None else str(name)
 
 
 def merge_results(results: list[Any], failures: list[BaseException | None]) -> list[Any]:
@@ -186,7 +163,7 @@ class BaseHandler:
         model_dir = Path(props["model_dir"])
         self.device = pick_device(props.get("gpu_id"))
         self.model = self.load_model(model_dir)
-        self.mapping = load_label_mapping(model_dir / "index_to_name.json")
+        self.mapping = load_label_mapping(model_dir / MAPPING_FILE)
         self.initialized = True
         log.info("model %s loaded on %s", context.model_name, self.device)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from torchwire.errors import HandlerError
-from torchwire.handlers.base import label_of
 from torchwire.handlers.context import Context
+from torchwire.handlers.labels import label_of
 from torchwire.handlers.transforms import fraction, handler_config
 from torchwire.handlers.vision import VisionHandler
 
@@ -87,5 +87,5 @@ class ObjectDetector(VisionHandler):
                                      strict=True):
             if score >= self.threshold:
                 name = label_of(self.mapping, int(label))
-                found.append({name: [round(v, 2) for v in box], "score": score})
+                found.append({name: box, "score": score})
         return sorted(found, key=lambda d: -d["score"])
