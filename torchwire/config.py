@@ -504,6 +504,7 @@ class Settings:
     log_location: Path | None = None
     metrics_mode: str = "prometheus"  # "prometheus" | "log"
     enable_metrics_api: bool = True
+    metrics_config: Path | None = None  # a metrics.yaml; its model_metrics are declared
     disable_token_authorization: bool = False
     enable_token_authorization: bool = False
     token_expiration_min: int | None = None  # None: keys do not expire (TorchServe: 60)
@@ -554,6 +555,7 @@ _CONVERTERS: dict[str, Converter] = {
     "log_location": _optional(_to_path),
     "metrics_mode": _choice("prometheus", "log"),
     "enable_metrics_api": _to_bool,
+    "metrics_config": _optional(_to_path),
     "disable_token_authorization": _to_bool,
     "enable_token_authorization": _to_bool,
     "token_expiration_min": _optional(_int_at_least(1)),

@@ -20,7 +20,7 @@ from torchwire.requirements import ModelRequirements
 from torchwire.stream import ResponseStream
 from torchwire.workers.pool import WorkerPool
 from torchwire.workers.process import WorkerHooks, WorkerProcess
-from torchwire.workers.protocol import BatchDone, Item, Outcome, WorkerSpec
+from torchwire.workers.protocol import BatchDone, Item, MetricSpec, Outcome, WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ class ModelVersion:
         observer: BatchObserver | None = None,
         torch_threads: int | None = None,
         requirements: ModelRequirements | None = None,
+        model_metrics: tuple[MetricSpec, ...] = (),
     ) -> None:
+        self.model_metrics = model_metrics
         self.torch_threads = torch_threads
         self.manifest = manifest
         self.name = manifest.model_name
@@ -269,6 +271,7 @@ class ModelVersion:
             threads=self._threads(),
             model_yaml_config=self.yaml_config,
             extra_sys_path=self._sys_path(),
+            model_metrics=self.model_metrics,
         )
 
     def _sys_path(self) -> tuple[str, ...]:

@@ -15,13 +15,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from torchwire.archive import Manifest, open_archive, read_manifest, read_model_config
 from torchwire.archive.manifest import model_name_problem
 from torchwire.config import ModelSettings, Settings, model_settings_from_mapping
 from torchwire.devices import GpuAllocator
-from torchwire.errors import BadRequest, ModelNotFound
+from torchwire.errors import BadRequest, ConfigError, ModelNotFound
+from torchwire.handlers.metrics import declared_model_metrics
 from torchwire.model import BatchObserver, ModelVersion, ServingConfig
 from torchwire.requirements import ModelRequirements, model_requirements
+from torchwire.workers.protocol import MetricSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,17 @@ class ModelSpec:
     url: str
     name: str | None = None
     handler: str | None = None  # overrides the manifest's handler
+
+
+def read_model_metrics(path: Path | None) -> tuple[MetricSpec, ...]:
+    """The model metrics a ``metrics_config`` file declares; ConfigError saying why not."""
+    if path is None:
+        return ()
+    try:
+        with path.open(encoding="utf-8") as fh:
+            return declared_model_metrics(yaml.safe_load(fh))
+    except (OSError, yaml.YAMLError, ValueError) as exc:
+        raise ConfigError(f"metrics_config={path}: {exc}") from exc
 
 
 def parse_model_arg(text: str) -> ModelSpec:
@@ -52,6 +67,7 @@ class ModelStore:
         self.gpus = gpus
         self.observer = observer
         self.root = settings.model_store
+        self.model_metrics = read_model_metrics(settings.metrics_config)
         self.work_dir = Path(tempfile.mkdtemp(prefix="torchwire-models-"))
 
     def archives(self) -> list[Path]:
@@ -102,7 +118,7 @@ class ModelStore:
             manifest, model_dir, yaml_config, config, self.gpus,
             model_url=spec.url, log_dir=self.settings.log_location,
             loaded_at_startup=loaded_at_startup, observer=self.observer,
-            torch_threads=self.settings.torch_threads,
+            torch_threads=self.settings.torch_threads, model_metrics=self.model_metrics,
             requirements=self.requirements(manifest, model_dir),
         )
 

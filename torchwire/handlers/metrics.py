@@ -7,6 +7,10 @@ value is visible once the request that recorded it has been answered.
 The convenience calls (``add_counter``, ``add_time``, ...) add TorchServe's
 default dimensions ``ModelName`` and ``Level=Model``; ``add_metric_to_cache``
 and ``get_metric`` use exactly the dimension names given.
+
+``metrics_config`` (a TorchServe ``metrics.yaml``) may declare model metrics in
+its ``model_metrics`` section; :func:`declared_model_metrics` reads them and every
+worker creates them before the handler's ``initialize``.
 """
 
 from __future__ import annotations
@@ -18,10 +22,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from torchwire.workers.protocol import MetricRecord
+from torchwire.workers.protocol import MetricRecord, MetricSpec
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+class MetricsCacheKeyError(KeyError):
+    """No such metric in the cache (TorchServe's name for the error)."""
+
+
+class MetricsCacheValueError(ValueError):
+    """A metric update or declaration that does not fit the metric."""
 
 
 class MetricTypes(enum.Enum):
@@ -134,10 +146,12 @@ class Metric:
 class MetricsCache:
     """What ``context.metrics`` is: creates metrics and collects their updates."""
 
-    def __init__(self, model_name: str) -> None:
+    def __init__(self, model_name: str, declared: Iterable[MetricSpec] = ()) -> None:
         self.model_name = model_name
         self._metrics: dict[tuple[str, MetricTypes], Metric] = {}
         self._records: list[MetricRecord] = []
+        for spec in declared:  # metrics_config's model_metrics: get_metric() finds them
+            self.add_metric_to_cache(spec.name, spec.unit, list(spec.dimensions), spec.kind)
 
     # -- TorchServe's explicit API ---------------------------------------------
     def add_metric_to_cache(self, metric_name: str, unit: str = "count",
@@ -148,7 +162,7 @@ class MetricsCache:
         existing = self._metrics.get((metric_name, kind))
         if existing is not None:
             if existing.dimension_names != names:
-                raise ValueError(
+                raise MetricsCacheValueError(
                     f"{kind.value} {metric_name} already has dimensions "
                     f"{existing.dimension_names}; it cannot also have {names}"
                 )
@@ -162,7 +176,7 @@ class MetricsCache:
         kind = _metric_type(metric_type)
         metric = self._metrics.get((metric_name, kind))
         if metric is None:
-            raise KeyError(
+            raise MetricsCacheKeyError(
                 f"no {kind.value} named {metric_name}; create it with add_metric_to_cache()"
             )
         return metric
@@ -209,3 +223,32 @@ class MetricsCache:
         records = tuple(self._records)
         self._records.clear()
         return records
+
+
+def _declared(kind: str, entry: Any) -> MetricSpec:
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise ValueError(f"model_metrics.{kind}: each entry needs name, unit and dimensions, "
+                         f"got {entry!r}")
+    dims = entry.get("dimensions") or []
+    if not isinstance(dims, list):
+        raise ValueError(f"model_metrics.{kind}.{entry['name']}: dimensions must be a list")
+    spec = MetricSpec(_check_name(entry["name"]), kind, str(entry.get("unit") or ""),
+                      tuple(_check_label(d) for d in dims))
+    return spec
+
+
+def declared_model_metrics(document: Any) -> tuple[MetricSpec, ...]:
+    """The ``model_metrics`` section of a parsed metrics.yaml; ValueError saying what is
+    wrong. A file without the section declares none."""
+    section = document.get("model_metrics") if isinstance(document, dict) else None
+    if section is None:
+        return ()
+    if not isinstance(section, dict):
+        raise ValueError("model_metrics must map counter/gauge/histogram to lists of metrics")
+    specs: list[MetricSpec] = []
+    for kind, entries in section.items():
+        name = _metric_type(kind).value
+        if not isinstance(entries, list):
+            raise ValueError(f"model_metrics.{kind} must be a list of metrics")
+        specs += [_declared(name, entry) for entry in entries]
+    return tuple(specs)

@@ -32,6 +32,7 @@ class WorkerSpec:
     threads: int
     model_yaml_config: dict[str, Any] = field(default_factory=dict)
     extra_sys_path: tuple[str, ...] = ()
+    model_metrics: tuple[MetricSpec, ...] = ()  # created in context.metrics before initialize
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,16 @@ class Outcome:
     content_type: str
     headers: dict[str, str] = field(default_factory=dict)
     error_type: str = ""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """A model metric declared in ``metrics_config``'s ``model_metrics`` section."""
+
+    name: str
+    kind: str  # "counter", "gauge" or "histogram"
+    unit: str = ""
+    dimensions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
