@@ -584,6 +584,7 @@ IGNORED_KEYS: tuple[str, ...] = (
     "keystore",
     "keystore_pass",
     "keystore_type",
+    "model_metrics_auto_detect",  # handler metrics always show (TorchServe: only when true)
 )
 """TorchServe keys accepted in config.properties without effect (not kept in ``unknown``)."""
 
