@@ -76,6 +76,13 @@ class RequestTimeout(ServeError):
     type_name = "RequestTimeoutException"
 
 
+class ClientGone(ServeError):
+    """The client closed its connection or cancelled its call; nobody reads this answer."""
+
+    status = 499
+    type_name = "ClientClosedRequest"
+
+
 class Conflict(ServeError):
     status = 409
     type_name = "ConflictStatusException"
@@ -134,20 +141,16 @@ _BY_STATUS: dict[int, type[ServeError]] = {
 }
 
 
-def error_for_status(status: int, message: str) -> ServeError:
-    """Build the error class that matches ``status`` (used for handler-chosen codes)."""
+def error_for_status(status: int, message: str, type_name: str = "") -> ServeError:
+    """Build the error class that matches ``status`` (used for handler-chosen codes);
+    ``type_name``, when given, is the type name it reports (a worker's error's)."""
     cls = _BY_STATUS.get(status)
+    err = (cls or (BadRequest if 400 <= status < 500 else InternalError))(message)
     if cls is None:
-        cls = BadRequest if 400 <= status < 500 else InternalError
-        err = cls(message)
         err.status = status  # type: ignore[misc]
-        return err
-    return cls(message)
-
-
-class NotSupported(ServeError):
-    status = 501
-    type_name = "NotImplementedException"
+    if type_name:
+        err.type_name = type_name  # type: ignore[misc]
+    return err
 
 
 class ExplanationsNotSupported(ServeError):

@@ -8,36 +8,24 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from torchwire.archive import Manifest
-from torchwire.batching import Batcher, Job
+from torchwire.batching import Batcher, Job, deadline_of
+from torchwire.config.models import ServingConfig
 from torchwire.devices import GpuAllocator
-from torchwire.errors import DependencyInstallError, RequestTimeout, ServiceUnavailable
+from torchwire.errors import DependencyInstallError, ServiceUnavailable
+from torchwire.metrics_yaml import MetricSpec
+from torchwire.protocol import PREDICT, BatchDone, Item, Kind, Outcome, WorkerSpec
 from torchwire.requirements import ModelRequirements
 from torchwire.stream import ResponseStream
+from torchwire.workers.elastic import ElasticScaler
 from torchwire.workers.pool import WorkerPool
 from torchwire.workers.process import WorkerHooks, WorkerProcess
-from torchwire.workers.protocol import BatchDone, Item, MetricSpec, Outcome, WorkerSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ServingConfig:
-    """The resolved per-version settings (every value concrete)."""
-
-    min_workers: int
-    max_workers: int
-    batch_size: int
-    max_batch_delay: int  # ms
-    response_timeout: float  # s
-    startup_timeout: float  # s
-    job_queue_size: int
-    device_type: str | None = None  # "cpu", "gpu" or None (gpu when one is visible)
-    gpu_ids: tuple[int, ...] | None = None
 
 
 class ModelState(enum.Enum):
@@ -87,16 +75,19 @@ class ModelVersion:
         self._requirements_lock = asyncio.Lock()
         self.installing = False  # pip is installing requirements.txt; requests queue meanwhile
         self._scaling = asyncio.Lock()
-        self.batcher = Batcher(config.batch_size, config.max_batch_delay, config.job_queue_size)
+        self.batcher = Batcher(config.batch_size, config.max_batch_delay, config.job_queue_size,
+                               config.batch_policy)
         hooks = WorkerHooks(self.batcher.slot_free, self.batcher.requeue, self._batch_done)
         self.pool = WorkerPool(
             f"{self.name}-{self.version}", self._spec, hooks, config.response_timeout,
             config.startup_timeout, log_dir, on_failed=self._load_failed,
         )
+        self.elastic = ElasticScaler(self, config.elastic)
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self, workers: int | None = None) -> None:
         self.batcher.start()
+        self.elastic.start()
         await self.scale(self.config.min_workers if workers is None else workers)
 
     async def scale(self, workers: int, max_workers: int | None = None,
@@ -112,8 +103,15 @@ class ModelVersion:
             if workers > 0 and not await self._install_requirements():
                 return
             drain = self.config.response_timeout if drain_timeout is None else drain_timeout
+            self.elastic.reset()
             await self.pool.scale(workers, drain)
         await self.pool.wait_started()
+
+    async def resize(self, workers: int) -> None:
+        """The elastic scaler's move, kept within the scale API's floor and ceiling."""
+        async with self._scaling:
+            low, high = self.config.min_workers, self.config.max_workers
+            await self.pool.scale(min(high, max(low, workers)), self.config.response_timeout)
 
     async def _install_requirements(self) -> bool:
         """Install requirements.txt before the first worker starts; False if pip failed."""
@@ -134,6 +132,7 @@ class ModelVersion:
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
         """Answer every request already accepted (within ``drain_timeout``), then stop."""
+        await self.elastic.stop()
         await self._drain(drain_timeout)
         self.unloading = True
         await self.pool.stop(drain_timeout)
@@ -203,26 +202,16 @@ class ModelVersion:
         """
         return self.config.response_timeout + self.config.startup_timeout
 
-    async def infer(self, item: Item, explain: bool = False,
-                    on_partial: Callable[[Outcome], None] | None = None) -> Outcome:
-        """The final answer; intermediate responses go to ``on_partial`` (else are dropped)."""
-        self._check_servable()
-        loop = asyncio.get_running_loop()
-        job = Job(item, loop.create_future(), loop.time(), explain)
-        self.batcher.submit(job)
-        limit = self.answer_limit
-        try:
-            async with asyncio.timeout(limit) as deadline:
-                job.on_partial = extending(deadline, limit, on_partial)
-                return await job.future
-        except TimeoutError:
-            raise RequestTimeout(f"no worker answered within {limit:g} s") from None
+    def submit(self, item: Item, kind: Kind = PREDICT) -> ResponseStream:
+        """Queue ``item``; its answers (intermediate responses, then the final) stream back.
 
-    def infer_stream(self, item: Item, explain: bool = False) -> ResponseStream:
-        """Submit ``item``; its answers (intermediate responses, then the final) stream back."""
+        ``await model.submit(item).result()`` is the final answer or raises its ServeError.
+        A request's ``X-Request-Timeout`` header (or gRPC deadline) bounds its waits.
+        """
         self._check_servable()
         loop = asyncio.get_running_loop()
-        job = Job(item, loop.create_future(), loop.time(), explain)
+        now = loop.time()
+        job = Job(item, loop.create_future(), now, kind, deadline=deadline_of(item, now))
         stream = ResponseStream(job, self.answer_limit)
         self.batcher.submit(job)
         return stream
@@ -280,15 +269,3 @@ class ModelVersion:
     def workers(self) -> list[WorkerProcess]:
         return list(self.pool.workers.values())
 
-
-def extending(deadline: asyncio.Timeout, limit: float,
-              then: Callable[[Outcome], None] | None) -> Callable[[Outcome], None]:
-    """An intermediate response shows the model at work: wait ``limit`` more from now."""
-
-    def on_partial(outcome: Outcome) -> None:
-        if not deadline.expired():
-            deadline.reschedule(asyncio.get_running_loop().time() + limit)
-        if then is not None:
-            then(outcome)
-
-    return on_partial

@@ -15,17 +15,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from torchwire.archive import Manifest, open_archive, read_manifest, read_model_config
 from torchwire.archive.manifest import model_name_problem
 from torchwire.config import ModelSettings, Settings, model_settings_from_mapping
+from torchwire.config.models import ServingConfig, resolve
 from torchwire.devices import GpuAllocator
-from torchwire.errors import BadRequest, ConfigError, ModelNotFound
-from torchwire.handlers.metrics import declared_model_metrics
-from torchwire.model import BatchObserver, ModelVersion, ServingConfig
+from torchwire.errors import BadRequest, ModelNotFound
+from torchwire.metrics_yaml import MetricSpec
+from torchwire.model import BatchObserver, ModelVersion
 from torchwire.requirements import ModelRequirements, model_requirements
-from torchwire.workers.protocol import MetricSpec
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +39,6 @@ class ModelSpec:
     handler: str | None = None  # overrides the manifest's handler
 
 
-def read_model_metrics(path: Path | None) -> tuple[MetricSpec, ...]:
-    """The model metrics a ``metrics_config`` file declares; ConfigError saying why not."""
-    if path is None:
-        return ()
-    try:
-        with path.open(encoding="utf-8") as fh:
-            return declared_model_metrics(yaml.safe_load(fh))
-    except (OSError, yaml.YAMLError, ValueError) as exc:
-        raise ConfigError(f"metrics_config={path}: {exc}") from exc
-
-
 def parse_model_arg(text: str) -> ModelSpec:
     """``name=archive.mar`` or ``archive.mar`` (TorchServe's ``--models`` syntax)."""
     name, sep, url = text.partition("=")
@@ -62,12 +49,13 @@ def parse_model_arg(text: str) -> ModelSpec:
 
 class ModelStore:
     def __init__(self, settings: Settings, gpus: GpuAllocator,
-                 observer: BatchObserver | None = None) -> None:
+                 observer: BatchObserver | None = None,
+                 model_metrics: tuple[MetricSpec, ...] = ()) -> None:
         self.settings = settings
         self.gpus = gpus
         self.observer = observer
         self.root = settings.model_store
-        self.model_metrics = read_model_metrics(settings.metrics_config)
+        self.model_metrics = model_metrics  # metrics_config's, made in every context.metrics
         self.work_dir = Path(tempfile.mkdtemp(prefix="torchwire-models-"))
 
     def archives(self) -> list[Path]:
@@ -140,7 +128,7 @@ class ModelStore:
         if entry is not None:
             layered = layered.merged(entry)
         layered = layered.merged(model_settings_from_mapping(yaml_config, "model-config.yaml"))
-        return _resolve(layered.merged(overrides))
+        return resolve(layered.merged(overrides))
 
     def _defaults(self) -> ModelSettings:
         s = self.settings
@@ -151,23 +139,9 @@ class ModelStore:
             min_workers=workers, max_workers=workers, batch_size=s.batch_size,
             max_batch_delay=s.max_batch_delay, response_timeout=s.default_response_timeout,
             startup_timeout=s.default_startup_timeout, job_queue_size=s.job_queue_size,
+            batch_policy=s.batch_policy, elastic_workers=s.elastic_workers,
+            scale_up_wait_ms=s.scale_up_wait_ms, scale_down_after=s.scale_down_after,
         )
-
-
-def _resolve(m: ModelSettings) -> ServingConfig:
-    min_workers = m.min_workers if m.min_workers is not None else 1
-    max_workers = max(min_workers, m.max_workers or min_workers)
-    return ServingConfig(
-        min_workers=min_workers,
-        max_workers=max_workers,
-        batch_size=m.batch_size or 1,
-        max_batch_delay=m.max_batch_delay if m.max_batch_delay is not None else 100,
-        response_timeout=float(m.response_timeout or 120),
-        startup_timeout=float(m.startup_timeout or 120),
-        job_queue_size=m.job_queue_size or 100,
-        device_type=m.device_type,
-        gpu_ids=tuple(m.gpu_ids) if m.gpu_ids else None,
-    )
 
 
 def _renamed(manifest: Manifest, name: str) -> Manifest:

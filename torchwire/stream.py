@@ -15,17 +15,21 @@ import asyncio
 from collections import deque
 
 from torchwire.batching import Job
-from torchwire.errors import InternalError, RequestTimeout
-from torchwire.workers.protocol import Outcome
+from torchwire.errors import ClientGone, InternalError
+from torchwire.protocol import Outcome
 
 MAX_BUFFERED = 64 * 1024 * 1024  # bytes of one request's chunks that may wait unread
 
 
 class ResponseStream:
-    """Iterate it for Outcomes; ``finished`` turns True with the final one.
+    """The one way to wait for an answer (``ModelVersion.submit`` returns it).
 
-    A failure (a timeout, a dead worker) raises its ServeError from the iteration.
-    Each wait is bounded by ``limit`` seconds (every chunk restarts it).
+    ``await stream.result()`` is the final answer, or raises its ServeError. Iterate
+    it for every Outcome as it arrives (a failed one is yielded with its ``error``
+    set, for REST to send as the worker built it); ``finished`` turns True with the
+    final one. A failure in the front (a timeout, a dead worker) raises its ServeError
+    from the iteration. Each wait is bounded by ``limit`` seconds (every chunk
+    restarts it).
     """
 
     __slots__ = ("_job", "_limit", "_chunks", "_wake", "_buffered", "_max_buffered",
@@ -80,14 +84,19 @@ class ResponseStream:
         while not self._chunks and not future.done():
             self._wake = wake = future.get_loop().create_future()
             try:
-                async with asyncio.timeout(self._limit):
+                async with asyncio.timeout(self._job.wait_limit(self._limit)):
                     await wake
             except TimeoutError:
+                err = self._job.timeout_error(self._limit)
+                self._job.give_up(err)  # still queued: it is never dispatched
                 self.close()
-                raise RequestTimeout(f"no worker answered within {self._limit:g} s") from None
+                raise err from None
             finally:
                 self._wake = None
         self._check_overflow()
+        if future.cancelled():
+            self.finished = True
+            raise ClientGone(f"request {self.request_id}: the client left before its answer")
         if self._chunks:
             self.partials += 1
             chunk = self._chunks.popleft()
@@ -95,6 +104,34 @@ class ResponseStream:
             return chunk
         self._detach()
         return future.result()
+
+    def abandon(self) -> None:
+        """The client left: stop listening, and wake the reader (it raises ClientGone)."""
+        self.close()
+        self._wakeup()
+
+    async def results(self) -> list[Outcome]:
+        """Every answer in order (intermediate ones, then the final one).
+
+        Raises the ServeError of the first failed answer (a handler's error, a timeout,
+        a dead worker); the stream is closed afterwards either way.
+        """
+        try:
+            return [outcome.check() async for outcome in self]
+        finally:
+            self.close()
+
+    async def result(self) -> Outcome:
+        """The final answer (intermediate ones are read and dropped); raises like results()."""
+        last: Outcome | None = None
+        try:
+            async for outcome in self:
+                last = outcome.check()
+        finally:
+            self.close()
+        if last is None:
+            raise InternalError(f"request {self.request_id} ended without an answer")
+        return last
 
     def _detach(self) -> None:
         """The last answer is out: unhook from the job (no reference cycle is left)."""

@@ -26,7 +26,6 @@ from torchvision import transforms
 
 from tests.conftest import (
     RunningServer,
-    free_port,
     start_server,
     stop_server,
     torch_model_archiver,
@@ -149,11 +148,10 @@ def examples(example_store: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     (tmp / "metrics.yaml").write_text(METRICS_YAML)
     store = tmp / "store"
     store.mkdir()
-    management_url = f"http://127.0.0.1:{free_port()}"
     server = start_server(tmp / "server", store, [], {
-        "metrics_config": tmp / "metrics.yaml", "management_address": management_url,
+        "metrics_config": tmp / "metrics.yaml", "model_metrics_auto_detect": "true",
         "disable_token_authorization": "true", "enable_model_api": "true"})
-    yield Examples(server, management_url, store, tmp, digits)
+    yield Examples(server, server.management_url, store, tmp, digits)
     stop_server(server)
 
 

@@ -1,5 +1,5 @@
 """TorchServe's handler helpers in torchwire's ts layer: MicroBatching, request envelopes,
-MockContext and metrics_config's model_metrics."""
+MockContext and metrics_config's model_metrics in context.metrics."""
 
 from __future__ import annotations
 
@@ -13,15 +13,9 @@ import pytest
 from torchwire.compat.envelopes import BodyEnvelope, JSONEnvelope, KServeEnvelope
 from torchwire.compat.micro_batching import MicroBatching
 from torchwire.compat.mock_context import MockContext
-from torchwire.errors import ConfigError, InvalidInput
-from torchwire.handlers.metrics import (
-    MetricsCache,
-    MetricsCacheKeyError,
-    MetricTypes,
-    declared_model_metrics,
-)
-from torchwire.store import read_model_metrics
-from torchwire.workers.protocol import MetricSpec
+from torchwire.errors import InvalidInput
+from torchwire.handlers.metrics import MetricsCache, MetricsCacheKeyError, MetricTypes
+from torchwire.metrics_yaml import MetricSpec
 
 
 class Steps:
@@ -117,23 +111,12 @@ def test_mock_context_reads_the_model_yaml(tmp_path: Path) -> None:
     assert ctx.metrics.drain()[0].labels == (("ModelName", "m"), ("Level", "Model"))
 
 
-def test_declared_model_metrics(tmp_path: Path) -> None:
-    doc = {"ts_metrics": {}, "model_metrics": {
-        "counter": [{"name": "Calls", "unit": "count", "dimensions": ["ModelName"]}],
-        "gauge": [{"name": "Size", "unit": "kB", "dimensions": []}]}}
-    specs = declared_model_metrics(doc)
-    assert specs == (MetricSpec("Calls", "counter", "count", ("ModelName",)),
-                     MetricSpec("Size", "gauge", "kB", ()))
-    cache = MetricsCache("m", specs)
+def test_declared_model_metrics_are_in_the_cache() -> None:
+    declared = (MetricSpec("Calls", "counter", "count", ("ModelName",)),
+                MetricSpec("Size", "gauge", "kB", ()))
+    cache = MetricsCache("m", declared)
     cache.get_metric("Size", MetricTypes.GAUGE).add_or_update(3, [])
+    cache.get_metric("Calls").add_or_update(1, ["m"])
+    assert [r.name for r in cache.drain()] == ["Size", "Calls"]
     with pytest.raises(MetricsCacheKeyError):
         cache.get_metric("Size", MetricTypes.COUNTER)
-    assert declared_model_metrics({"ts_metrics": {}}) == ()
-    with pytest.raises(ValueError, match="not one of counter"):
-        declared_model_metrics({"model_metrics": {"meter": []}})
-    bad = tmp_path / "metrics.yaml"
-    bad.write_text("model_metrics:\n  counter:\n    - unit: count\n")
-    with pytest.raises(ConfigError, match="each entry needs name"):
-        read_model_metrics(bad)
-    with pytest.raises(ConfigError, match="metrics_config="):
-        read_model_metrics(tmp_path / "missing.yaml")

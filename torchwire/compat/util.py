@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from torchwire.handlers.labels import load_label_mapping as read_label_mapping
+
 log = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,6 +43,19 @@ def list_classes_from_module(module: ModuleType, parent_class: type | None = Non
     if parent_class is None:
         return classes
     return [cls for cls in classes if issubclass(cls, parent_class)]
+
+
+def load_label_mapping(mapping_file_path: str | Path) -> dict[str, str] | None:
+    """``{"0": "cat", ...}`` from an index_to_name.json; None (with a warning) if absent.
+
+    A list value stands for its last element (``["n02123045", "tabby"]`` is "tabby");
+    ``{"object_type_names": [...]}`` numbers the names from 0.
+    """
+    path = Path(mapping_file_path)
+    if not path.is_file():
+        log.warning("%s is missing; results will have class indices, not names", path)
+        return None
+    return read_label_mapping(path)
 
 
 def map_class_to_label(

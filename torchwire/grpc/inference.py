@@ -1,6 +1,6 @@
 """TorchServe's InferenceAPIsService: Ping, Predictions and the two streaming forms.
 
-A prediction becomes the same :class:`~torchwire.workers.protocol.Item` the
+A prediction becomes the same :class:`~torchwire.protocol.Item` the
 REST API builds: each entry of the ``input`` map is one named parameter of
 the request's row, as bytes without a content type (as TorchServe passes
 them), and it goes through the model's batcher and workers.
@@ -15,16 +15,16 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf import empty_pb2
 
+from torchwire.batching import TIMEOUT_HEADER
 from torchwire.errors import BadRequest, ServeError
 from torchwire.grpc.generated import inference_pb2 as pb
 from torchwire.grpc.generated import inference_pb2_grpc as pb_grpc
 from torchwire.grpc.generated.google.rpc import status_pb2
 from torchwire.grpc.status import abort, code_number, grpc_code, rpc, unexpected
 from torchwire.model import ModelVersion
-from torchwire.oip.request import outcome_failure
+from torchwire.protocol import Item, Param
 from torchwire.registry import ModelRegistry
 from torchwire.stream import ResponseStream
-from torchwire.workers.protocol import Item, Outcome, Param
 
 
 def metadata_headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -36,6 +36,15 @@ def metadata_headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
         for key, value in (context.invocation_metadata() or ())
         if isinstance(value, str) and key != "authorization"
     }
+
+
+def with_deadline(headers: dict[str, str],
+                  context: grpc.aio.ServicerContext) -> dict[str, str]:
+    """The call's gRPC deadline, as the X-Request-Timeout a REST client would send."""
+    remaining = context.time_remaining()
+    if remaining is not None and TIMEOUT_HEADER not in headers:
+        headers[TIMEOUT_HEADER] = f"{max(remaining, 1e-6):.6f}"
+    return headers
 
 
 def prediction_item(request: pb.PredictionsRequest, headers: dict[str, str]) -> Item:
@@ -56,24 +65,18 @@ class InferenceService(pb_grpc.InferenceAPIsServiceServicer):
         if not request.model_name:
             raise BadRequest("Parameter model_name is required.")
         model = self.registry.get(request.model_name, request.model_version or None)
-        return model, prediction_item(request, metadata_headers(context))
+        return model, prediction_item(request, with_deadline(metadata_headers(context), context))
 
     def start(self, request: pb.PredictionsRequest,
               context: grpc.aio.ServicerContext) -> ResponseStream:
         model, item = self.target(request, context)
-        return model.infer_stream(item)
+        return model.submit(item)
 
     async def predict(self, request: pb.PredictionsRequest,
                       context: grpc.aio.ServicerContext) -> pb.PredictionResponse:
         """The whole answer; a streaming handler's chunks joined, as an HTTP client reads them."""
-        model, item = self.target(request, context)
-        partials: list[Outcome] = []
-        outcome = await model.infer(item, on_partial=partials.append)
-        parts = (*partials, outcome)
-        for part in parts:
-            if part.status >= 400:
-                raise outcome_failure(part)
-        body = b"".join(p.body for p in parts) if partials else outcome.body
+        parts = await self.start(request, context).results()
+        body = b"".join(p.body for p in parts) if len(parts) > 1 else parts[0].body
         return pb.PredictionResponse(prediction=body)
 
     async def replies(self, request: pb.PredictionsRequest,
@@ -82,9 +85,7 @@ class InferenceService(pb_grpc.InferenceAPIsServiceServicer):
         stream = self.start(request, context)
         try:
             async for outcome in stream:
-                if outcome.status >= 400:
-                    raise outcome_failure(outcome)
-                yield pb.PredictionResponse(prediction=outcome.body)
+                yield pb.PredictionResponse(prediction=outcome.check().body)
         finally:
             stream.close()
 

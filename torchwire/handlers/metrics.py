@@ -7,10 +7,6 @@ value is visible once the request that recorded it has been answered.
 The convenience calls (``add_counter``, ``add_time``, ...) add TorchServe's
 default dimensions ``ModelName`` and ``Level=Model``; ``add_metric_to_cache``
 and ``get_metric`` use exactly the dimension names given.
-
-``metrics_config`` (a TorchServe ``metrics.yaml``) may declare model metrics in
-its ``model_metrics`` section; :func:`declared_model_metrics` reads them and every
-worker creates them before the handler's ``initialize``.
 """
 
 from __future__ import annotations
@@ -22,7 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from torchwire.workers.protocol import MetricRecord, MetricSpec
+from torchwire.metrics_yaml import MetricSpec
+from torchwire.protocol import MetricRecord
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -33,7 +30,7 @@ class MetricsCacheKeyError(KeyError):
 
 
 class MetricsCacheValueError(ValueError):
-    """A metric update or declaration that does not fit the metric."""
+    """A metric declaration that does not fit the metric already in the cache."""
 
 
 class MetricTypes(enum.Enum):
@@ -124,9 +121,8 @@ class Metric:
             )
         number = self._checked(value)
         labels = tuple(zip(self.dimension_names, values, strict=True))
-        self._sink.append(
-            MetricRecord(self.name, self.metric_type.value, number, self.unit, labels)
-        )
+        self._sink.append(MetricRecord(self.name, self.metric_type.value, number, self.unit,
+                                       labels, str(request_id or "")))
 
     update = add_or_update
 
@@ -187,7 +183,7 @@ class MetricsCache:
                    metric_type: MetricTypes | str = MetricTypes.COUNTER) -> None:
         dims = self._with_defaults(as_dimensions(dimensions))
         metric = self.add_metric_to_cache(name, unit, [d.name for d in dims], metric_type)
-        metric.add_or_update(value, [d.value for d in dims])
+        metric.add_or_update(value, [d.value for d in dims], "" if idx is None else str(idx))
 
     def add_counter(self, name: str, value: float, idx: int | None = None,
                     dimensions: Iterable[Any] | None = None) -> None:
@@ -223,32 +219,3 @@ class MetricsCache:
         records = tuple(self._records)
         self._records.clear()
         return records
-
-
-def _declared(kind: str, entry: Any) -> MetricSpec:
-    if not isinstance(entry, dict) or "name" not in entry:
-        raise ValueError(f"model_metrics.{kind}: each entry needs name, unit and dimensions, "
-                         f"got {entry!r}")
-    dims = entry.get("dimensions") or []
-    if not isinstance(dims, list):
-        raise ValueError(f"model_metrics.{kind}.{entry['name']}: dimensions must be a list")
-    spec = MetricSpec(_check_name(entry["name"]), kind, str(entry.get("unit") or ""),
-                      tuple(_check_label(d) for d in dims))
-    return spec
-
-
-def declared_model_metrics(document: Any) -> tuple[MetricSpec, ...]:
-    """The ``model_metrics`` section of a parsed metrics.yaml; ValueError saying what is
-    wrong. A file without the section declares none."""
-    section = document.get("model_metrics") if isinstance(document, dict) else None
-    if section is None:
-        return ()
-    if not isinstance(section, dict):
-        raise ValueError("model_metrics must map counter/gauge/histogram to lists of metrics")
-    specs: list[MetricSpec] = []
-    for kind, entries in section.items():
-        name = _metric_type(kind).value
-        if not isinstance(entries, list):
-            raise ValueError(f"model_metrics.{kind} must be a list of metrics")
-        specs += [_declared(name, entry) for entry in entries]
-    return tuple(specs)

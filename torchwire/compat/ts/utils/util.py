@@ -4,9 +4,9 @@ from torchwire.compat.util import (
     PredictionException,
     get_yaml_config,
     list_classes_from_module,
+    load_label_mapping,
     map_class_to_label,
 )
-from torchwire.handlers.labels import load_label_mapping
 
 __all__ = [
     "PredictionException",

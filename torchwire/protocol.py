@@ -12,9 +12,18 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from torchwire.errors import ServeError, error_for_status
+from torchwire.metrics_yaml import MetricSpec
 
 HEADER = struct.Struct(">Q")
+
+Kind = Literal["predict", "explain", "describe"]
+"""What a batch asks of the handler; explain and describe requests run alone."""
+PREDICT: Kind = "predict"
+EXPLAIN: Kind = "explain"
+DESCRIBE: Kind = "describe"
 
 
 @dataclass(frozen=True)
@@ -57,28 +66,45 @@ class Item:
 class Batch:
     batch_id: int
     items: tuple[Item, ...]
-    explain: bool = False
+    kind: Kind = PREDICT
+
+    @property
+    def explain(self) -> bool:
+        return self.kind == EXPLAIN
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why an answer failed, built once where it failed (in the worker)."""
+
+    status: int
+    type_name: str  # TorchServe's, e.g. "InvalidInputException"
+    message: str
+
+    def as_error(self) -> ServeError:
+        """The ServeError this failure stands for, with its status and type name."""
+        return error_for_status(self.status, self.message, self.type_name)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """One request's answer: status, body bytes and headers to send back."""
+    """One request's answer: status, body bytes and headers to send back.
+
+    ``error`` is set when the answer is a failure (status >= 400); ``body`` is then
+    what an HTTP client sees (the error's JSON, or the handler's own body).
+    """
 
     status: int
     body: bytes
     content_type: str
     headers: dict[str, str] = field(default_factory=dict)
-    error_type: str = ""
+    error: Failure | None = None
 
-
-@dataclass(frozen=True)
-class MetricSpec:
-    """A model metric declared in ``metrics_config``'s ``model_metrics`` section."""
-
-    name: str
-    kind: str  # "counter", "gauge" or "histogram"
-    unit: str = ""
-    dimensions: tuple[str, ...] = ()
+    def check(self) -> Outcome:
+        """This outcome if it is an answer; its ServeError raised if it is a failure."""
+        if self.error is not None:
+            raise self.error.as_error()
+        return self
 
 
 @dataclass(frozen=True)
@@ -90,6 +116,7 @@ class MetricRecord:
     value: float
     unit: str = ""
     labels: tuple[tuple[str, str], ...] = ()
+    request_id: str = ""  # the request the value belongs to, when the handler said
 
 
 @dataclass(frozen=True)
