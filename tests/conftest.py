@@ -112,7 +112,7 @@ def start_server(tmp: Path, store: Path, models: list[str], config: dict[str, ob
     offset = log.stat().st_size if log.exists() else 0  # a second server in the same folder
     cmd = [sys.executable, "-m", "torchwire", "start", "--foreground", "--model-store",
            str(store), "--ts-config", str(cfg), "--log-location", str(log_dir),
-           "--models", *models]
+           *(["--models", *models] if models else [])]
     proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:

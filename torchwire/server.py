@@ -97,9 +97,11 @@ class Server:
         self.model_specs = models
         self.registry = ModelRegistry()
         self.gpus = GpuAllocator(visible_gpu_count(environment(), settings.number_of_gpu))
-        self.metrics = Metrics(options=metrics_options(settings, self.gpus.count))
+        options = metrics_options(settings, self.gpus.count)
+        self.metrics = Metrics(options=options)
         self.metrics.watch(self.registry)
-        self.store = ModelStore(settings, self.gpus, observer=self.metrics.observe_batch)
+        self.store = ModelStore(settings, self.gpus, observer=self.metrics.observe_batch,
+                                model_metrics=options.spec.model_metrics)
         self.snapshots = SnapshotWriter(default_log_dir(settings) / "config", settings,
                                         self.registry, enabled=snapshots)
         self.admin = ModelAdmin(self.registry, self.store, settings,  # for REST and gRPC

@@ -21,6 +21,7 @@ from torchwire.config import ModelSettings, Settings, model_settings_from_mappin
 from torchwire.config.models import ServingConfig, resolve
 from torchwire.devices import GpuAllocator
 from torchwire.errors import BadRequest, ModelNotFound
+from torchwire.metrics_yaml import MetricSpec
 from torchwire.model import BatchObserver, ModelVersion
 from torchwire.requirements import ModelRequirements, model_requirements
 
@@ -48,11 +49,13 @@ def parse_model_arg(text: str) -> ModelSpec:
 
 class ModelStore:
     def __init__(self, settings: Settings, gpus: GpuAllocator,
-                 observer: BatchObserver | None = None) -> None:
+                 observer: BatchObserver | None = None,
+                 model_metrics: tuple[MetricSpec, ...] = ()) -> None:
         self.settings = settings
         self.gpus = gpus
         self.observer = observer
         self.root = settings.model_store
+        self.model_metrics = model_metrics  # metrics_config's, made in every context.metrics
         self.work_dir = Path(tempfile.mkdtemp(prefix="torchwire-models-"))
 
     def archives(self) -> list[Path]:
@@ -107,7 +110,7 @@ class ModelStore:
             manifest, model_dir, yaml_config, config, self.gpus,
             model_url=spec.url, log_dir=self.settings.log_location,
             loaded_at_startup=loaded_at_startup, observer=self.observer,
-            torch_threads=self.settings.torch_threads,
+            torch_threads=self.settings.torch_threads, model_metrics=self.model_metrics,
             requirements=self.requirements(manifest, model_dir),
         )
 

@@ -184,7 +184,7 @@ def load(spec: WorkerSpec) -> Worker:
         spec.gpu_id,
         model_version=spec.model_version,
         model_yaml_config=spec.model_yaml_config,
-        metrics=MetricsCache(spec.model_name),
+        metrics=MetricsCache(spec.model_name, spec.model_metrics),
     )
     service = resolve(spec.handler, Path(spec.model_dir))
     service.initialize(ctx)
