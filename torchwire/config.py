@@ -237,6 +237,13 @@ def _to_allowed_urls(value: Any, key: str) -> list[str]:
     return patterns
 
 
+def _to_key(value: Any, key: str) -> str:
+    # The value is a secret: an error names the key, never the value.
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
+        raise ConfigError(f"{key} is invalid; expected a key without blanks")
+    return value.strip()
+
+
 # --------------------------------------------------------------------------- addresses
 
 _ADDRESS_EXPECTED = (
@@ -513,6 +520,12 @@ class Settings:
     private_key_file: Path | None = None
     certificate_file: Path | None = None
     torch_threads: int | None = None  # per worker; None: cores // workers (OMP_NUM_THREADS sets it)
+    drain_delay: int = 0  # s after SIGTERM with readiness 503 before the listeners close
+    drain_timeout: int = 30  # s then for accepted requests to be answered and workers to stop
+    key_file: Path | None = None  # a key_file.json to read (e.g. a mounted Secret)
+    management_key: str | None = None  # the keys themselves (e.g. from a Secret as env)
+    inference_key: str | None = None
+    api_key: str | None = None
     unknown: dict[str, str] = field(default_factory=dict)  # unrecognised file keys
 
     @property
@@ -563,6 +576,12 @@ _CONVERTERS: dict[str, Converter] = {
     "private_key_file": _optional(_to_path),
     "certificate_file": _optional(_to_path),
     "torch_threads": _optional(_int_at_least(1)),
+    "drain_delay": _int_at_least(0),
+    "drain_timeout": _int_at_least(1),
+    "key_file": _optional(_to_path),
+    "management_key": _optional(_to_key),
+    "inference_key": _optional(_to_key),
+    "api_key": _optional(_to_key),
 }
 
 SETTING_KEYS: tuple[str, ...] = tuple(_CONVERTERS)
@@ -586,6 +605,7 @@ IGNORED_KEYS: tuple[str, ...] = (
 """TorchServe keys accepted in config.properties without effect (not kept in ``unknown``)."""
 
 _CONFIG_FILE_VARS = ("TORCHWIRE_CONFIG_FILE", "TS_CONFIG_FILE")
+_CONFIG_SEARCH_VAR = "TORCHWIRE_CONFIG_SEARCH"
 
 Layer = dict[str, tuple[Any, str]]  # key -> (raw value, where it came from)
 
@@ -614,11 +634,18 @@ def load_settings(
 
 
 def _config_path_from_env(environ: Mapping[str, str]) -> Path | None:
+    """The named config file, else the first existing one of ``TORCHWIRE_CONFIG_SEARCH``.
+
+    The search list (``:``-separated) is how the container image finds KServe's
+    ``/mnt/models/config/config.properties`` or TorchServe's
+    ``/home/model-server/config.properties`` without flags.
+    """
     for name in _CONFIG_FILE_VARS:
         value = environ.get(name, "").strip()
         if value:
             return Path(value)
-    return None
+    candidates = environ.get(_CONFIG_SEARCH_VAR, "").split(":")
+    return next((Path(c) for c in candidates if c.strip() and Path(c).is_file()), None)
 
 
 def _file_layer(path: Path) -> tuple[Layer, dict[str, str]]:
