@@ -81,13 +81,16 @@ check_serving() {  # the container named torchwire-ct answers on $PORT
     local url=http://127.0.0.1:$PORT
     wait_for "$url/live" 200 60
     wait_for "$url/ping" 200 120
+    say "/live $(curl -s "$url/live"), /ping $(curl -s "$url/ping" | tr -d ' \n')"
     local answer
     answer=$(curl -sf -H "Authorization: Bearer $KEY" "$url/predictions/digits" \
         -T "$WORK/store/samples/digits/000_label2.png")
     say "prediction: $answer"
     case "$answer" in *'"2"'*) ;; *) echo "expected digit 2" >&2; exit 1 ;; esac
-    curl -sf -H "Authorization: Bearer $KEY" "http://127.0.0.1:$((PORT + 2))/metrics" \
-        | grep -q '^ts_inference_requests_total' || { echo "no metrics" >&2; exit 1; }
+    local metrics
+    metrics=$(curl -sf -H "Authorization: Bearer $KEY" "http://127.0.0.1:$((PORT + 2))/metrics")
+    grep -q '^ts_inference_requests_total' <<<"$metrics" || { echo "no metrics" >&2; exit 1; }
+    say "metrics: $(grep -c '^ts_\|^torchwire_' <<<"$metrics") samples"
     [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/predictions/digits" -T /dev/null)" = 401 ] \
         || { echo "0.0.0.0 without a key must be refused" >&2; exit 1; }
     for _ in $(seq 60); do
