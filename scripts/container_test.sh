@@ -81,7 +81,7 @@ check_serving() {  # the container named torchwire-ct answers on $PORT
     local url=http://127.0.0.1:$PORT
     wait_for "$url/live" 200 60
     wait_for "$url/ping" 200 120
-    say "/live $(curl -s "$url/live"), /ping $(curl -s "$url/ping" | tr -d ' \n')"
+    say "/live $(curl -s "$url/live" | tr -d ' \n'), /ping $(curl -s "$url/ping" | tr -d ' \n')"
     local answer
     answer=$(curl -sf -H "Authorization: Bearer $KEY" "$url/predictions/digits" \
         -T "$WORK/store/samples/digits/000_label2.png")
@@ -139,6 +139,7 @@ PROPS
     docker run -d --name torchwire-ct -e TS_INFERENCE_KEY=$KEY \
         -e TS_INFERENCE_ADDRESS=http://0.0.0.0:8080 -e TS_MANAGEMENT_ADDRESS=http://0.0.0.0:8085 \
         -e TS_GRPC_INFERENCE_ADDRESS=0.0.0.0 -e TS_GRPC_INFERENCE_PORT=8081 \
+        -e TS_DRAIN_DELAY=5 -e TS_DRAIN_TIMEOUT=30 \
         -p "127.0.0.1:$PORT:8080" -p "127.0.0.1:$((PORT + 2)):8082" \
         -v "$WORK/kserve:/mnt/models:ro" "$IMAGE" >/dev/null
     check_serving

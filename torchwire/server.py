@@ -179,10 +179,13 @@ class Server:
                                   self.grpc_authorizer, self.admin)
         await self.grpc.start()
         tasks = [loop.create_task(c) for c in serving]
+        # Loading runs beside the wait for a signal: SIGTERM during a slow load drains too.
+        loading = loop.create_task(self.load_startup_models())
         try:
-            await self.load_startup_models()
             await self._stop.wait()
         finally:
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
             await self.shutdown(tasks)
 
     async def _serve(self, name: str, address: Address, app: Starlette,

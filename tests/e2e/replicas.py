@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import shutil
 import socket
@@ -97,8 +98,13 @@ class Replica:
         return self.proc.wait(40)
 
     def kill(self) -> None:
+        """SIGKILL the front and its worker processes at once, as a node failure would."""
         assert self.proc is not None
-        os.killpg(self.proc.pid, 9)  # the front and its workers, as a node failure would
+        pid = self.proc.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        for target in [pid, *map(int, children)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(target, 9)
         self.proc.wait(10)
 
     def stop(self) -> None:

@@ -36,6 +36,20 @@ def test_a_slow_loading_model_is_live_but_not_ready(tmp_path: Path) -> None:
         stop_server(server)
 
 
+def test_sigterm_while_a_model_loads_exits_0_at_once(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    toy_archive(store, "slow", yaml_config=f"load_gate: {tmp_path / 'never'}\n")
+    server = start_server(tmp_path / "run", store, ["slow=slow-1.0/slow.mar"],
+                          {"drain_timeout": 5}, want_ping=500)
+    try:
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 0  # not after the load (the gate never opens)
+    finally:
+        if server.proc.poll() is None:
+            stop_server(server)
+
+
 def _refused(url: str) -> bool:
     try:
         httpx.get(url + "/live", timeout=2)

@@ -42,6 +42,9 @@ def cluster(tmp_path: Path) -> Iterator[tuple[list[Replica], HAProxy]]:
     finally:
         if lb is not None:
             lb.stop()
+        for replica in replicas:  # all drain at once
+            if replica.proc is not None and replica.proc.poll() is None:
+                replica.proc.terminate()
         for replica in replicas:
             replica.stop()
 
