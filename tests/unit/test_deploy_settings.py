@@ -10,6 +10,7 @@ import pytest
 from torchwire.auth import API, INFERENCE, MANAGEMENT, key_ring
 from torchwire.config import load_settings
 from torchwire.errors import ConfigError, KeyIsFixed
+from torchwire.snapshot import settings_properties
 
 
 def test_config_search_takes_the_first_existing_file(tmp_path: Path) -> None:
@@ -74,3 +75,11 @@ def test_a_key_with_blanks_is_refused_without_showing_it() -> None:
     with pytest.raises(ConfigError, match="management_key") as caught:
         load_settings(env={"TS_MANAGEMENT_KEY": "two words"})
     assert "two words" not in str(caught.value)
+
+
+def test_config_snapshots_never_hold_given_keys() -> None:
+    env = {"TS_MANAGEMENT_KEY": "m-secret", "TS_INFERENCE_KEY": "i-secret",
+           "TS_API_KEY": "a-secret", "TS_DRAIN_DELAY": "5"}
+    written = settings_properties(load_settings(env=env))
+    assert written["drain_delay"] == "5"
+    assert not any("secret" in value for value in written.values())

@@ -123,6 +123,10 @@ def to_key(value: Any, key: str) -> str:
     return value.strip()
 
 
+def to_text(value: Any, key: str) -> str:
+    return expect_str(value, key, "text")
+
+
 def choice(*choices: str) -> Converter:
     expected = "one of " + ", ".join(choices)
 
