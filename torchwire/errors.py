@@ -129,6 +129,13 @@ class ArchiveError(BadRequest):
     type_name = "InvalidModelArchiveException"
 
 
+class KeyIsFixed(ServeError):
+    """A key that comes from the configuration (a mounted key file or env) cannot rotate."""
+
+    status = 409
+    type_name = "InvalidKeyException"
+
+
 class ConfigError(Exception):
     """Settings are invalid; raised at start-up, never to a client."""
 

@@ -14,6 +14,7 @@ class ModelRegistry:
         self._default: dict[str, str] = {}
         self.startup_failures: dict[str, str] = {}  # archive → why it could not be loaded
         self.starting = False  # the server is still registering its start-up models
+        self.draining = False  # the server is stopping: readiness fails, requests still served
 
     def get(self, name: str, version: str | None = None) -> ModelVersion:
         versions = self._models.get(name)
@@ -79,10 +80,12 @@ class ModelRegistry:
 
     def healthy(self) -> bool:
         """For /ping: nothing failed to load, and every model has the workers it wants."""
-        if self.starting or self.startup_failures:
+        if self.starting or self.draining or self.startup_failures:
             return False
         return all(model.healthy for model in self)
 
     def ready(self) -> bool:
         """Every startup archive loaded and every model version can serve now."""
-        return not self.startup_failures and all(model.ready for model in self)
+        if self.draining or self.startup_failures:
+            return False
+        return all(model.ready for model in self)

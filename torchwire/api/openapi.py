@@ -172,7 +172,20 @@ def ping_operation() -> dict[str, Any]:
             "500": json_response(
                 'Unhealthy; the body is {"status": "Unhealthy"}.', copy.deepcopy(ref)
             ),
+            "503": json_response(
+                'Stopping (SIGTERM; requests are still answered); the body is '
+                '{"status": "Unhealthy", "health": "stopping"}.', copy.deepcopy(ref)
+            ),
         },
+    )
+
+
+def live_operation() -> dict[str, Any]:
+    schema = {"type": "object", "properties": {"status": {"type": "string", "enum": ["Alive"]}}}
+    return operation(
+        "live",
+        "Liveness: the server process answers (model loading does not matter).",
+        {"200": json_response('Alive; the body is {"status": "Alive"}.', schema)},
     )
 
 
@@ -256,6 +269,7 @@ def inference_paths() -> dict[str, Any]:
         "/": {"options": description_operation("apiDescription")},
         "/api-description": {"get": description_operation("getApiDescription")},
         "/ping": {"get": ping_operation()},
+        "/live": {"get": live_operation()},
         "/predictions/{model_name}": prediction_path(False),
         "/predictions/{model_name}/{model_version}": prediction_path(True),
         "/explanations/{model_name}": explanation_path(False),
