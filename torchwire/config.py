@@ -490,6 +490,7 @@ class Settings:
     grpc_inference_max_connection_age_grace_ms: int | None = None
     grpc_management_max_connection_age_grace_ms: int | None = None
     model_store: Path | None = None
+    workflow_store: Path | None = None  # .war files for POST /workflows; None: model_store
     load_models: list[str] = field(default_factory=list)
     models: dict[str, dict[str, ModelSettings]] = field(default_factory=dict)
     default_workers_per_model: int | None = None  # None: decide from the hardware
@@ -540,6 +541,7 @@ _CONVERTERS: dict[str, Converter] = {
     "grpc_inference_max_connection_age_grace_ms": _optional(_int_at_least(0)),
     "grpc_management_max_connection_age_grace_ms": _optional(_int_at_least(0)),
     "model_store": _optional(_to_path),
+    "workflow_store": _optional(_to_path),
     "load_models": _to_load_models,
     "models": _to_models,
     "default_workers_per_model": _optional(_int_at_least(0)),

@@ -153,3 +153,22 @@ class NotSupported(ServeError):
 class ExplanationsNotSupported(ServeError):
     status = 501
     type_name = "ExplanationsNotSupportedException"
+
+
+class WorkflowNotFound(ResourceNotFound):
+    type_name = "WorkflowNotFoundException"
+
+
+class InvalidWorkflow(BadRequest):
+    """A .war whose manifest or specification cannot be served (says what is wrong)."""
+
+    type_name = "InvalidWorkflowException"
+
+
+class WorkflowNodeError(ServeError):
+    """A workflow node failed: the node's own status and error type, its name in the message."""
+
+    def __init__(self, message: str, status: int, type_name: str) -> None:
+        super().__init__(message)
+        self.status = status  # type: ignore[misc]
+        self.type_name = type_name  # type: ignore[misc]

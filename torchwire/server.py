@@ -26,6 +26,7 @@ from torchwire.api.kserve_v2 import KServeV2API
 from torchwire.api.management import ManagementAPI
 from torchwire.api.metrics import MetricsAPI
 from torchwire.api.responses import EXCEPTION_HANDLERS
+from torchwire.api.workflows import WorkflowInferenceAPI, WorkflowManagementAPI
 from torchwire.auth import (
     API,
     KEY_FILE,
@@ -43,6 +44,7 @@ from torchwire.grpc.server import Authorizer, GrpcListeners
 from torchwire.metrics import Metrics
 from torchwire.registry import ModelRegistry
 from torchwire.store import ModelSpec, ModelStore
+from torchwire.workflow.manager import WorkflowManager
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,7 @@ class Server:
         self.metrics.watch(self.registry)
         self.store = ModelStore(settings, self.gpus, observer=self.metrics.observe_batch)
         self.admin = ModelAdmin(self.registry, self.store, settings)  # for REST and gRPC
+        self.workflows = WorkflowManager(self.registry, self.store)
         self.policy = policy_for(settings)
         self.keys: KeyRing | None = None
         self._stop = asyncio.Event()
@@ -110,6 +113,7 @@ class Server:
         routes += InferenceAPI(self.registry, self.settings).routes()
         routes += KServeV1API(self.registry, self.settings).routes()
         routes += KServeV2API(self.registry, self.settings).routes()
+        routes += WorkflowInferenceAPI(self.workflows, self.settings).routes()
         return routes
 
     def middleware(self, listener: str, count: bool = True) -> list[Middleware]:
@@ -138,6 +142,7 @@ class Server:
         elif listener == "management":
             routes += ManagementAPI(self.registry, self.store, self.settings, self.keys,
                                     self.admin).routes()
+            routes += WorkflowManagementAPI(self.workflows, self.settings).routes()
         else:
             routes += MetricsAPI(self.metrics).routes()
         return make_app(routes, self.middleware(listener, count=listener != "metrics"))
