@@ -85,7 +85,7 @@ def start_server(tmp: Path, store: Path, models: list[str], config: dict[str, ob
     log_dir = tmp / "logs"
     cmd = [sys.executable, "-m", "torchwire", "start", "--foreground", "--model-store",
            str(store), "--ts-config", str(cfg), "--log-location", str(log_dir),
-           "--models", *models]
+           *(["--models", *models] if models else [])]
     proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     server = RunningServer(proc, f"http://127.0.0.1:{port}", log_dir,

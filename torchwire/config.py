@@ -573,7 +573,6 @@ SETTING_KEYS: tuple[str, ...] = tuple(_CONVERTERS)
 IGNORED_KEYS: tuple[str, ...] = (
     "number_of_netty_threads",
     "netty_client_threads",
-    "workflow_store",
     "cors_allowed_origin",
     "cors_allowed_methods",
     "cors_allowed_headers",

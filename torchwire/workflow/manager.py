@@ -116,6 +116,8 @@ class WorkflowManager:
         store = s.workflow_store or s.model_store
         path, downloaded = await fetch(reg.url, store, s.allowed_urls, self.store.work_dir,
                                        float(s.default_startup_timeout))
+        if not path.exists():
+            raise WorkflowNotFound(f"Workflow not found in workflow store: {reg.url}")
         try:
             war_dir = await asyncio.to_thread(open_war, path, self.store.work_dir / "workflows")
         finally:
