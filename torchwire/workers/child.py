@@ -43,6 +43,7 @@ from torchwire.workers.protocol import (
     encode,
     recv_message,
 )
+from torchwire.workers.warmup import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,10 @@ def load(spec: WorkerSpec) -> Worker:
     )
     service = resolve(spec.handler, Path(spec.model_dir))
     service.initialize(ctx)
-    return Worker(spec, service, ctx)
+    worker = Worker(spec, service, ctx)
+    warm_up(worker.run, spec.model_yaml_config, Path(spec.model_dir))
+    ctx.metrics.drain()  # what the warm-up recorded is not the clients' traffic
+    return worker
 
 
 def device_of(worker: Worker) -> str:
