@@ -22,7 +22,13 @@ from tests.conftest import (
     stop_server,
     wait_until,
 )
-from torchwire.archive import Manifest, write_archive
+from torchwire.archive import (
+    Manifest,
+    open_archive,
+    read_manifest,
+    read_model_config,
+    write_archive,
+)
 
 HERE = Path(__file__).resolve().parent / "pt2"
 SAMPLE = [1.0, -2.0, 3.0, 0.5]
@@ -109,12 +115,24 @@ def test_older_string_form_and_disabled(pt2_server: RunningServer) -> None:
     assert (plain["model"], plain["batches"]) == ("Net", 1)
 
 
-def test_compile_or_warmup_failure_is_a_load_error(pt2_server: RunningServer) -> None:
-    refused = "warmup:\n  text: not a list of numbers\n"
+def test_compile_failure_is_a_load_error(pt2_server: RunningServer) -> None:
     assert register(pt2_server, "nobackend", "pt2: nonexistent\n", sync=False).status_code == 202
-    assert register(pt2_server, "badwarm", refused, sync=False).status_code == 202
     assert "backend 'nonexistent' is not available" in load_error(pt2_server, "nobackend")
-    assert "warm-up (batch of 1) failed" in load_error(pt2_server, "badwarm")
+
+
+def test_failing_warmup_fails_the_load(tmp_path: Path) -> None:
+    """In-process, as a worker loads (a failed load is retried 3 times by a server)."""
+    from torchwire.errors import HandlerError
+    from torchwire.workers.child import load
+    from torchwire.workers.protocol import WorkerSpec
+
+    archive = Path(net_archive(tmp_path, "badwarm", "warmup:\n  text: not numbers\n"))
+    model_dir = open_archive(tmp_path / archive, tmp_path / "unpacked")
+    manifest = read_manifest(model_dir)
+    spec = WorkerSpec("badwarm", "1.0", str(model_dir), manifest.to_json(), manifest.handler,
+                      1, 0, None, 1, read_model_config(model_dir, manifest))
+    with pytest.raises(HandlerError, match=r"warm-up \(batch of 1\) failed"):
+        load(spec)
 
 
 @heavy
