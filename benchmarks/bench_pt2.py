@@ -248,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                 assert case is not None
                 ceiling = run_ceiling(case, sizes, args.batch_size, args.max_batch_delay, 1,
                                       args.ceiling_seconds)
+                print("  ceiling items/s: " + ", ".join(
+                    f"bs {bs}: {r['items_per_s']:.1f}" for bs, r in sorted(ceiling.items())),
+                    flush=True)
                 loads[key] = throughput(by_name[key], store, tmp, args, ceiling)
         firsts = [first_requests(v, store, tmp, args) for v in variants]
         print_tables(loads, firsts, args)
