@@ -101,10 +101,12 @@ def variant_archive(base: Path, out_dir: Path, variant: Variant, sample: Path,
 
 def server_config(path: Path, store: Path, ports: list[int], case: ModelCase,
                   args: argparse.Namespace) -> None:
-    """bench_http's config.properties, with room for a compile inside the start-up timeout."""
+    """bench_http's config.properties, with room for a compile in the start-up and response
+    timeouts."""
     write_config(path, store, ports, case, args.batch_size, args.max_batch_delay, 1)
     with path.open("a") as f:
-        f.write(f"default_startup_timeout={int(120 + args.compile_timeout)}\n")
+        room = int(120 + args.compile_timeout)  # pt2 without warm-up compiles in a request
+        f.write(f"default_startup_timeout={room}\ndefault_response_timeout={room}\n")
 
 
 def start_cmd(store: Path, archive: Path, config: Path, logs: Path) -> list[str]:
