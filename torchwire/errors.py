@@ -134,20 +134,16 @@ _BY_STATUS: dict[int, type[ServeError]] = {
 }
 
 
-def error_for_status(status: int, message: str) -> ServeError:
-    """Build the error class that matches ``status`` (used for handler-chosen codes)."""
+def error_for_status(status: int, message: str, type_name: str = "") -> ServeError:
+    """Build the error class that matches ``status`` (used for handler-chosen codes);
+    ``type_name``, when given, is the type name it reports (a worker's error's)."""
     cls = _BY_STATUS.get(status)
+    err = (cls or (BadRequest if 400 <= status < 500 else InternalError))(message)
     if cls is None:
-        cls = BadRequest if 400 <= status < 500 else InternalError
-        err = cls(message)
         err.status = status  # type: ignore[misc]
-        return err
-    return cls(message)
-
-
-class NotSupported(ServeError):
-    status = 501
-    type_name = "NotImplementedException"
+    if type_name:
+        err.type_name = type_name  # type: ignore[misc]
+    return err
 
 
 class ExplanationsNotSupported(ServeError):
@@ -164,11 +160,3 @@ class InvalidWorkflow(BadRequest):
 
     type_name = "InvalidWorkflowException"
 
-
-class WorkflowNodeError(ServeError):
-    """A workflow node failed: the node's own status and error type, its name in the message."""
-
-    def __init__(self, message: str, status: int, type_name: str) -> None:
-        super().__init__(message)
-        self.status = status  # type: ignore[misc]
-        self.type_name = type_name  # type: ignore[misc]

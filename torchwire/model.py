@@ -8,36 +8,22 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from torchwire.archive import Manifest
 from torchwire.batching import Batcher, Job
+from torchwire.config.models import ServingConfig
 from torchwire.devices import GpuAllocator
-from torchwire.errors import DependencyInstallError, RequestTimeout, ServiceUnavailable
+from torchwire.errors import DependencyInstallError, ServiceUnavailable
+from torchwire.protocol import PREDICT, BatchDone, Item, Kind, Outcome, WorkerSpec
 from torchwire.requirements import ModelRequirements
 from torchwire.stream import ResponseStream
 from torchwire.workers.pool import WorkerPool
 from torchwire.workers.process import WorkerHooks, WorkerProcess
-from torchwire.workers.protocol import BatchDone, Item, Outcome, WorkerSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ServingConfig:
-    """The resolved per-version settings (every value concrete)."""
-
-    min_workers: int
-    max_workers: int
-    batch_size: int
-    max_batch_delay: int  # ms
-    response_timeout: float  # s
-    startup_timeout: float  # s
-    job_queue_size: int
-    device_type: str | None = None  # "cpu", "gpu" or None (gpu when one is visible)
-    gpu_ids: tuple[int, ...] | None = None
 
 
 class ModelState(enum.Enum):
@@ -201,26 +187,14 @@ class ModelVersion:
         """
         return self.config.response_timeout + self.config.startup_timeout
 
-    async def infer(self, item: Item, explain: bool = False,
-                    on_partial: Callable[[Outcome], None] | None = None) -> Outcome:
-        """The final answer; intermediate responses go to ``on_partial`` (else are dropped)."""
-        self._check_servable()
-        loop = asyncio.get_running_loop()
-        job = Job(item, loop.create_future(), loop.time(), explain)
-        self.batcher.submit(job)
-        limit = self.answer_limit
-        try:
-            async with asyncio.timeout(limit) as deadline:
-                job.on_partial = extending(deadline, limit, on_partial)
-                return await job.future
-        except TimeoutError:
-            raise RequestTimeout(f"no worker answered within {limit:g} s") from None
+    def submit(self, item: Item, kind: Kind = PREDICT) -> ResponseStream:
+        """Queue ``item``; its answers (intermediate responses, then the final) stream back.
 
-    def infer_stream(self, item: Item, explain: bool = False) -> ResponseStream:
-        """Submit ``item``; its answers (intermediate responses, then the final) stream back."""
+        ``await model.submit(item).result()`` is the final answer or raises its ServeError.
+        """
         self._check_servable()
         loop = asyncio.get_running_loop()
-        job = Job(item, loop.create_future(), loop.time(), explain)
+        job = Job(item, loop.create_future(), loop.time(), kind)
         stream = ResponseStream(job, self.answer_limit)
         self.batcher.submit(job)
         return stream
@@ -277,15 +251,3 @@ class ModelVersion:
     def workers(self) -> list[WorkerProcess]:
         return list(self.pool.workers.values())
 
-
-def extending(deadline: asyncio.Timeout, limit: float,
-              then: Callable[[Outcome], None] | None) -> Callable[[Outcome], None]:
-    """An intermediate response shows the model at work: wait ``limit`` more from now."""
-
-    def on_partial(outcome: Outcome) -> None:
-        if not deadline.expired():
-            deadline.reschedule(asyncio.get_running_loop().time() + limit)
-        if then is not None:
-            then(outcome)
-
-    return on_partial

@@ -17,7 +17,6 @@ import torch
 
 from tests.conftest import (
     RunningServer,
-    free_port,
     start_server,
     stop_server,
     wait_until,
@@ -63,11 +62,8 @@ def pt2_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServ
     tmp = tmp_path_factory.mktemp("pt2")
     store = tmp / "store"
     store.mkdir()
-    port = free_port()
-    config = {"enable_model_api": "true", "disable_token_authorization": "true",
-              "management_address": f"http://127.0.0.1:{port}"}
+    config = {"enable_model_api": "true", "disable_token_authorization": "true"}
     running = start_server(tmp / "server", store, [], config)
-    running.management_url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
     yield running
     stop_server(running)
 
@@ -77,7 +73,7 @@ def register(server: RunningServer, name: str, yaml_config: str,
     store = server.log_dir.parent.parent / "store"
     url = net_archive(store, name, yaml_config)
     params = {"url": url, "initial_workers": "1", "synchronous": str(sync).lower()}
-    return httpx.post(f"{server.management_url}/models",  # type: ignore[attr-defined]
+    return httpx.post(f"{server.management_url}/models",
                       params=params, timeout=300)
 
 
@@ -89,7 +85,7 @@ def predict(server: RunningServer, name: str) -> dict[str, object]:
 
 def load_error(server: RunningServer, name: str) -> str:
     def describe() -> dict[str, object]:
-        return dict(httpx.get(f"{server.management_url}/models/{name}",  # type: ignore[attr-defined]
+        return dict(httpx.get(f"{server.management_url}/models/{name}",
                               timeout=30).json()[0])
 
     wait_until(lambda: describe()["status"] == "Failed", 120, f"{name} failing to load")
@@ -103,7 +99,7 @@ def test_compiled_and_warmed_before_ready(pt2_server: RunningServer) -> None:
     first = predict(pt2_server, "compiled")
     assert first["model"] == "OptimizedModule"  # torch.compile wrapped the model at load
     assert first["batches"] == 2  # the warm-up batch ran through the handler before ready
-    assert [round(v, 5) for v in first["y"]] == expected()  # type: ignore[attr-defined]
+    assert [round(v, 5) for v in first["y"]] == expected()
 
 
 def test_older_string_form_and_disabled(pt2_server: RunningServer) -> None:
@@ -123,8 +119,8 @@ def test_compile_failure_is_a_load_error(pt2_server: RunningServer) -> None:
 def test_failing_warmup_fails_the_load(tmp_path: Path) -> None:
     """In-process, as a worker loads (a failed load is retried 3 times by a server)."""
     from torchwire.errors import HandlerError
+    from torchwire.protocol import WorkerSpec
     from torchwire.workers.child import load
-    from torchwire.workers.protocol import WorkerSpec
 
     archive = Path(net_archive(tmp_path, "badwarm", "warmup:\n  text: not numbers\n"))
     model_dir = open_archive(tmp_path / archive, tmp_path / "unpacked")
@@ -142,4 +138,4 @@ def test_inductor_compiles_at_load(pt2_server: RunningServer) -> None:
     assert register(pt2_server, "inductor", cfg).status_code == 200
     first = predict(pt2_server, "inductor")
     assert (first["model"], first["batches"]) == ("OptimizedModule", 2)
-    assert [round(v, 4) for v in first["y"]] == [round(v, 4) for v in expected()]  # type: ignore[attr-defined]
+    assert [round(v, 4) for v in first["y"]] == [round(v, 4) for v in expected()]

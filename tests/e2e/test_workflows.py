@@ -18,7 +18,6 @@ import pytest
 
 from tests.conftest import (
     RunningServer,
-    free_port,
     handler_archive,
     start_server,
     stop_server,
@@ -54,17 +53,14 @@ def wf_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServe
     store = tmp / "store"
     store.mkdir()
     build_store(store, tmp / "scratch")
-    port = free_port()
-    config = {"enable_model_api": "true", "disable_token_authorization": "true",
-              "management_address": f"http://127.0.0.1:{port}"}
+    config = {"enable_model_api": "true", "disable_token_authorization": "true"}
     running = start_server(tmp / "server", store, [], config)
-    running.management_url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
     yield running
     stop_server(running)
 
 
 def management(server: RunningServer) -> httpx.Client:
-    return httpx.Client(base_url=server.management_url, timeout=120)  # type: ignore[attr-defined]
+    return httpx.Client(base_url=server.management_url, timeout=120)
 
 
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from torchwire.errors import InternalError, InvalidInput, WorkflowNodeError
-from torchwire.workers.outcome import error_outcome
-from torchwire.workers.protocol import Item, Outcome, Param
+from torchwire.errors import InternalError, InvalidInput, ServeError
+from torchwire.handlers.outcome import error_outcome
+from torchwire.protocol import Item, Outcome, Param
 from torchwire.workflow.dag import run_dag
 from torchwire.workflow.spec import Node, parse_spec
 
@@ -66,7 +66,7 @@ def test_a_4xx_is_not_retried_and_names_the_node() -> None:
             return error_outcome(InvalidInput("b cannot read it"))
         return ok(1)
 
-    with pytest.raises(WorkflowNodeError) as caught:
+    with pytest.raises(ServeError) as caught:
         asyncio.run(run_dag(SPEC, REQUEST, call))
     err = caught.value
     assert (err.status, err.type_name) == (400, "InvalidInputException")
@@ -80,7 +80,7 @@ def test_a_slow_node_times_out_after_its_retries() -> None:
             await asyncio.sleep(5)
         return ok(1)
 
-    with pytest.raises(WorkflowNodeError) as caught:
+    with pytest.raises(ServeError) as caught:
         asyncio.run(run_dag(SPEC, REQUEST, call))
     assert caught.value.status == 504
     assert "Workflow node a (model) failed after 2 attempts" in caught.value.message

@@ -15,9 +15,8 @@ from torchwire.api.responses import json_response, outcome_value
 from torchwire.config import Settings
 from torchwire.errors import BadRequest
 from torchwire.model import ModelVersion
+from torchwire.protocol import EXPLAIN, PREDICT, Item, Kind, Outcome, Param
 from torchwire.registry import ModelRegistry
-from torchwire.workers.outcome import outcome_error
-from torchwire.workers.protocol import Item, Param
 
 
 def instances_of(doc: Any) -> list[Any]:
@@ -47,24 +46,25 @@ class KServeV1API:
         ]
 
     async def predict(self, request: Request) -> Response:
-        return json_response({"predictions": await self._run(request, explain=False)})
+        return json_response({"predictions": await self._run(request, PREDICT)})
 
     async def explain(self, request: Request) -> Response:
-        return json_response({"explanations": await self._run(request, explain=True)})
+        return json_response({"explanations": await self._run(request, EXPLAIN)})
 
-    async def _run(self, request: Request, explain: bool) -> list[Any]:
+    async def _run(self, request: Request, kind: Kind) -> list[Any]:
         model = self.registry.get(request.path_params["model_name"])
         note_model(request, model)
         body = await read_body(request, self.settings.max_request_size)
         instances = instances_of(json_body(body))
         rid, headers = request_id(request), dict(request.headers)
         items = [instance_item(x, f"{rid}-{i}", headers) for i, x in enumerate(instances)]
-        return await run_items(model, items, explain)
+        return await run_items(model, items, kind)
 
 
-async def run_items(model: ModelVersion, items: list[Item], explain: bool) -> list[Any]:
-    outcomes = await asyncio.gather(*(model.infer(i, explain) for i in items))
-    for outcome in outcomes:
-        if outcome.status >= 400:
-            raise outcome_error(outcome)
+async def run_items(model: ModelVersion, items: list[Item], kind: Kind) -> list[Any]:
+    outcomes = await asyncio.gather(*(answer(model, i, kind) for i in items))
     return [outcome_value(o) for o in outcomes]
+
+
+async def answer(model: ModelVersion, item: Item, kind: Kind) -> Outcome:
+    return await model.submit(item, kind).result()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -21,14 +20,14 @@ from dataclasses import dataclass
 from typing import IO
 
 from torchwire.batching import Job
-from torchwire.errors import RequestTimeout, ServeError, ServiceUnavailable, WorkerDied
+from torchwire.config.environment import environment
+from torchwire.errors import RequestTimeout, ServeError, WorkerDied
 from torchwire.logs import MODEL_LOG
-from torchwire.workers.protocol import (
+from torchwire.protocol import (
     HEADER,
     Batch,
     BatchDone,
     LoadFailed,
-    Outcome,
     Partial,
     Ready,
     WorkerSpec,
@@ -62,7 +61,7 @@ class WorkerHooks:
 
 
 def worker_env(threads: int, gpu_id: int | None) -> dict[str, str]:
-    env = dict(os.environ)
+    env = environment()
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[key] = str(threads)
     if gpu_id is not None:
@@ -318,5 +317,3 @@ def _fail(jobs: list[Job], err: ServeError) -> None:
     for job in jobs:
         job.fail(err)
 
-
-__all__ = ["WorkerProcess", "WorkerHooks", "WorkerLoadError", "ServiceUnavailable", "Outcome"]

@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from torchwire.errors import HandlerError
-from torchwire.workers.outcome import outcome_error
-from torchwire.workers.protocol import Batch, Item, Outcome, Param
+from torchwire.protocol import Batch, Item, Outcome, Param
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +82,7 @@ def warm_up(run: Run, yaml_config: dict[str, Any], model_dir: Path) -> None:
         start = time.perf_counter()
         items = tuple(Item(f"warmup-{size}-{i}", (param,), {}) for i in range(size))
         for outcome in run(Batch(-1, items)):
-            if outcome.status >= 400:
+            if outcome.error is not None:
                 raise HandlerError(f"warm-up (batch of {size}) failed: "
-                                   f"{outcome_error(outcome).message}")
+                                   f"{outcome.error.message}")
         log.info("warm-up batch of %d took %.0f ms", size, (time.perf_counter() - start) * 1e3)

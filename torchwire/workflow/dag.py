@@ -17,15 +17,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from torchwire.errors import ServeError, WorkflowNodeError
-from torchwire.workers.outcome import outcome_error
-from torchwire.workers.protocol import Item, Outcome, Param
+from torchwire.errors import ServeError, error_for_status
+from torchwire.protocol import Item, Outcome, Param
 from torchwire.workflow.spec import Node, WorkflowSpec
 
 log = logging.getLogger(__name__)
 
 Call = Callable[[Node, Item], Awaitable[Outcome]]
-"""Sends one item to a node's model and returns its answer (raises ServeError)."""
+"""Sends one item to a node's model; its answer, or a failed Outcome / a ServeError."""
 
 
 def node_item(spec: WorkflowSpec, node: str, request: Item, answers: dict[str, bytes]) -> Item:
@@ -49,9 +48,9 @@ async def _attempt(call: Call, node: Node, item: Item) -> Outcome:
         async with asyncio.timeout(limit):
             return await call(node, item)
     except TimeoutError:
-        raise WorkflowNodeError(f"workflow node {node.name} did not answer within "
-                                f"timeout-ms {node.settings.timeout_ms}", 504,
-                                "RequestTimeoutException") from None
+        raise error_for_status(504, f"workflow node {node.name} did not answer within "
+                               f"timeout-ms {node.settings.timeout_ms}",
+                               "RequestTimeoutException") from None
 
 
 async def run_node(call: Call, node: Node, item: Item) -> bytes:
@@ -59,27 +58,22 @@ async def run_node(call: Call, node: Node, item: Item) -> bytes:
     tries = node.settings.retry_attempts + 1
     for attempt in range(1, tries + 1):
         try:
-            outcome = await _attempt(call, node, item)
-            if outcome.status < 400:
-                return outcome.body
-            err: ServeError = outcome_error(outcome)
-            err_type = outcome.error_type or err.type_name
-        except WorkflowNodeError as exc:
-            err, err_type = exc, exc.type_name
+            return (await _attempt(call, node, item)).check().body
         except ServeError as exc:
-            err, err_type = exc, exc.type_name
+            err = exc
         if not _retryable(err) or attempt == tries:
-            raise _node_failed(node, err, err_type, attempt)
+            raise _node_failed(node, err, attempt)
         log.warning("workflow node %s failed (try %d of %d): %s", node.name, attempt, tries,
                     err.message)
     raise AssertionError("unreachable")
 
 
-def _node_failed(node: Node, err: ServeError, err_type: str, attempts: int) -> WorkflowNodeError:
+def _node_failed(node: Node, err: ServeError, attempts: int) -> ServeError:
+    """The node's own status and error type, with the node named in the message."""
     kind = "function" if node.is_function else "model"
     tries = f" after {attempts} attempts" if attempts > 1 else ""
     message = f"Workflow node {node.name} ({kind}) failed{tries}: {err.message}"
-    return WorkflowNodeError(message, err.status, err_type)
+    return error_for_status(err.status, message, err.type_name)
 
 
 async def run_dag(spec: WorkflowSpec, request: Item, call: Call) -> dict[str, bytes]:

@@ -19,10 +19,10 @@ from typing import Any
 from torchwire.config import ModelSettings
 from torchwire.errors import BadRequest, Conflict, InternalError, ServeError, WorkflowNotFound
 from torchwire.model import ModelState, ModelVersion
+from torchwire.protocol import Item, Outcome
 from torchwire.registry import ModelRegistry
 from torchwire.sources import fetch
 from torchwire.store import ModelStore
-from torchwire.workers.protocol import Item, Outcome
 from torchwire.workflow.archive import (
     handler_path,
     name_problem,
@@ -199,7 +199,7 @@ class WorkflowManager:
         workflow = self.get(name)
 
         async def call(node: Node, node_item: Item) -> Outcome:
-            return await workflow.models[node.name].infer(node_item)
+            return await workflow.models[node.name].submit(node_item).result()
 
         return combine_leaves(await run_dag(workflow.spec, item, call))
 
