@@ -70,9 +70,9 @@ class NodeBuilder:
         self.timeouts = timeouts  # response_timeout and startup_timeout of the registration
 
     async def build(self, node: Node) -> ModelVersion:
-        if node.is_function:
-            return self._function(node)
-        return await self._model(node)
+        model = self._function(node) if node.is_function else await self._model(node)
+        model.workflow = self.workflow
+        return model
 
     def _overrides(self, node: Node) -> ModelSettings:
         s = node.settings
