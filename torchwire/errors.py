@@ -169,3 +169,14 @@ def error_for_status(status: int, message: str, type_name: str = "") -> ServeErr
 class ExplanationsNotSupported(ServeError):
     status = 501
     type_name = "ExplanationsNotSupportedException"
+
+
+class WorkflowNotFound(ResourceNotFound):
+    type_name = "WorkflowNotFoundException"
+
+
+class InvalidWorkflow(BadRequest):
+    """A .war whose manifest or specification cannot be served (says what is wrong)."""
+
+    type_name = "InvalidWorkflowException"
+

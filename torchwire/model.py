@@ -66,6 +66,7 @@ class ModelVersion:
         self.gpus = gpus
         self.use_gpu = gpus.uses_gpu(config.device_type)
         self.model_url = model_url
+        self.workflow: str | None = None  # set when it serves a node of this workflow
         self.loaded_at_startup = loaded_at_startup
         self.observer = observer
         self.unloading = False

@@ -26,6 +26,7 @@ from torchwire.api.kserve_v2 import KServeV2API
 from torchwire.api.management import ManagementAPI
 from torchwire.api.metrics import MetricsAPI
 from torchwire.api.responses import EXCEPTION_HANDLERS
+from torchwire.api.workflows import WorkflowInferenceAPI, WorkflowManagementAPI
 from torchwire.auth import (
     API,
     KEY_FILE,
@@ -47,6 +48,7 @@ from torchwire.metrics_yaml import DEFAULT_SPEC, load_metrics_config
 from torchwire.registry import ModelRegistry
 from torchwire.snapshot import Restorer, SnapshotWriter, read_models
 from torchwire.store import ModelSpec, ModelStore
+from torchwire.workflow.manager import WorkflowManager
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,7 @@ class Server:
                                         self.registry, enabled=snapshots)
         self.admin = ModelAdmin(self.registry, self.store, settings,  # for REST and gRPC
                                 on_change=self.snapshots.changed)
+        self.workflows = WorkflowManager(self.registry, self.store)
         self.policy = policy_for(settings)
         self.keys: KeyRing | None = None
         self._stop = asyncio.Event()
@@ -121,6 +124,7 @@ class Server:
         routes += InferenceAPI(self.registry, self.settings).routes()
         routes += KServeV1API(self.registry, self.settings).routes()
         routes += KServeV2API(self.registry, self.settings).routes()
+        routes += WorkflowInferenceAPI(self.workflows, self.settings).routes()
         return routes
 
     def middleware(self, listener: str, count: bool = True) -> list[Middleware]:
@@ -149,6 +153,7 @@ class Server:
         elif listener == "management":
             routes += ManagementAPI(self.registry, self.store, self.settings, self.keys,
                                     self.admin).routes()
+            routes += WorkflowManagementAPI(self.workflows, self.settings).routes()
         else:
             routes += MetricsAPI(self.metrics).routes()
         return make_app(routes, self.middleware(listener, count=listener != "metrics"))

@@ -117,6 +117,8 @@ def model_entries(models: ModelRegistry) -> dict[str, dict[str, dict[str, Any]]]
     for name in models.names():
         default = models.get(name).version
         for model in models.versions(name):
+            if model.workflow is not None:
+                continue  # a workflow's node: workflows are not in snapshots (as TorchServe)
             c = model.config
             entries.setdefault(name, {})[model.version] = {
                 "defaultVersion": model.version == default,

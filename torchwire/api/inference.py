@@ -14,6 +14,7 @@ from torchwire.api.kserve_v2_doc import oip_paths
 from torchwire.api.openapi import add_paths, inference_document
 from torchwire.api.payload import item_from_request
 from torchwire.api.responses import json_response
+from torchwire.api.workflows_doc import workflow_inference_paths
 from torchwire.config import Settings
 from torchwire.protocol import EXPLAIN, PREDICT, Kind
 from torchwire.registry import ModelRegistry
@@ -39,6 +40,7 @@ class InferenceAPI:
 
     async def describe(self, request: Request) -> Response:
         doc = add_paths(inference_document(torchwire.__version__), oip_paths())
+        doc = add_paths(doc, workflow_inference_paths())
         return json_response(doc)
 
     async def ping(self, request: Request) -> Response:

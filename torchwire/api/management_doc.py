@@ -13,6 +13,7 @@ from torchwire.api.openapi import (
     operation,
     path_parameter,
 )
+from torchwire.api.workflows_doc import workflow_management_paths
 
 STATUS_REF = "#/components/schemas/Status"
 DESCRIPTION_REF = "#/components/schemas/ModelDescription"
@@ -193,4 +194,5 @@ def management_document(version: str, with_token: bool = True) -> dict[str, Any]
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         doc["security"] = [{"bearer": []}]
     doc = add_paths(doc, model_paths())
+    doc = add_paths(doc, workflow_management_paths())
     return add_paths(doc, other_paths(with_token))

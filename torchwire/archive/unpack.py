@@ -173,6 +173,11 @@ def _extract_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path) 
         shutil.copyfileobj(src, dst, _COPY_CHUNK)
 
 
+def extract_zip(archive: Path, dest: Path) -> None:
+    """Extract a zip into ``dest`` after checking every member (for .war files too)."""
+    _extract_zip(archive, dest)
+
+
 def _extract_zip(archive: Path, dest: Path) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:

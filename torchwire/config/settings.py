@@ -54,6 +54,7 @@ class Settings:
     grpc_inference_max_connection_age_grace_ms: int | None = setting(optional(int_at_least(0)))
     grpc_management_max_connection_age_grace_ms: int | None = setting(optional(int_at_least(0)))
     model_store: Path | None = setting(optional(to_path))
+    workflow_store: Path | None = setting(optional(to_path))  # .war files; None: model_store
     load_models: list[str] = setting(to_load_models, factory=list)
     models: dict[str, dict[str, ModelSettings]] = setting(to_models, factory=dict)
     # None: decide from the hardware
@@ -118,7 +119,6 @@ SETTING_KEYS: tuple[str, ...] = tuple(_CONVERTERS)
 IGNORED_KEYS: tuple[str, ...] = (
     "number_of_netty_threads",
     "netty_client_threads",
-    "workflow_store",
     "cors_allowed_origin",
     "cors_allowed_methods",
     "cors_allowed_headers",

@@ -44,6 +44,7 @@ from torchwire.protocol import (
     recv_message,
 )
 from torchwire.workers.partials import PartialSender, Send
+from torchwire.workers.warmup import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,10 @@ def load(spec: WorkerSpec) -> Worker:
     )
     service = resolve(spec.handler, Path(spec.model_dir))
     service.initialize(ctx)
-    return Worker(spec, service, ctx)
+    worker = Worker(spec, service, ctx)
+    warm_up(worker.run, spec.model_yaml_config, Path(spec.model_dir))
+    ctx.metrics.drain()  # what the warm-up recorded is not the clients' traffic
+    return worker
 
 
 def device_of(worker: Worker) -> str:
