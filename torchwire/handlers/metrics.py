@@ -214,6 +214,10 @@ class MetricsCache:
         return dims + [d for d in defaults if d.name not in given]
 
     # -- worker side -------------------------------------------------------------
+    def restore(self, records: Iterable[MetricRecord]) -> None:
+        """Put drained records back, ahead of any made since."""
+        self._records[:0] = records
+
     def drain(self) -> tuple[MetricRecord, ...]:
         """The records made since the last call (sent with the batch just run)."""
         records = tuple(self._records)

@@ -190,8 +190,10 @@ def load(spec: WorkerSpec) -> Worker:
     service = resolve(spec.handler, Path(spec.model_dir))
     service.initialize(ctx)
     worker = Worker(spec, service, ctx)
+    initialized = ctx.metrics.drain()  # initialize()'s records go out with the first batch
     warm_up(worker.run, spec.model_yaml_config, Path(spec.model_dir))
     ctx.metrics.drain()  # what the warm-up recorded is not the clients' traffic
+    ctx.metrics.restore(initialized)
     return worker
 
 
