@@ -49,10 +49,9 @@ log = logging.getLogger(__name__)
 KINDS = ("startup", "snapshot", "shutdown")
 _FILE = re.compile(r"(?P<stamp>[0-9]{17})-(?:startup|snapshot|shutdown)\.cfg")
 _NOT_WRITTEN = frozenset({"unknown", "model_snapshot", "load_models"})
-_CAMEL = {"min_workers": "minWorkers", "max_workers": "maxWorkers", "batch_size": "batchSize",
-          "max_batch_delay": "maxBatchDelay", "response_timeout": "responseTimeout",
-          "startup_timeout": "startupTimeout", "job_queue_size": "jobQueueSize",
-          "device_type": "deviceType", "gpu_ids": "deviceIds"}
+# Each per-model key as TorchServe spells it: the first alias its field declares.
+_CAMEL = {f.name: (f.metadata.get("aliases") or (f.name,))[0]
+          for f in dataclasses.fields(ModelSettings)}
 
 
 # --------------------------------------------------------------------------- writing
