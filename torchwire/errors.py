@@ -117,10 +117,23 @@ class WorkerDied(ServiceUnavailable):
     type_name = "WorkerDiedException"
 
 
+class DownloadArchiveError(BadRequest):
+    """An http(s) archive URL could not be downloaded."""
+
+    type_name = "DownloadArchiveException"
+
+
 class ArchiveError(BadRequest):
     """An archive is malformed, unsafe or missing its manifest."""
 
     type_name = "InvalidModelArchiveException"
+
+
+class KeyIsFixed(ServeError):
+    """A key that comes from the configuration (a mounted key file or env) cannot rotate."""
+
+    status = 409
+    type_name = "InvalidKeyException"
 
 
 class ConfigError(Exception):

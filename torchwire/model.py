@@ -17,6 +17,7 @@ from torchwire.batching import Batcher, Job, deadline_of
 from torchwire.config.models import ServingConfig
 from torchwire.devices import GpuAllocator
 from torchwire.errors import DependencyInstallError, ServiceUnavailable
+from torchwire.metrics_yaml import MetricSpec
 from torchwire.protocol import PREDICT, BatchDone, Item, Kind, Outcome, WorkerSpec
 from torchwire.requirements import ModelRequirements
 from torchwire.stream import ResponseStream
@@ -52,7 +53,9 @@ class ModelVersion:
         observer: BatchObserver | None = None,
         torch_threads: int | None = None,
         requirements: ModelRequirements | None = None,
+        model_metrics: tuple[MetricSpec, ...] = (),
     ) -> None:
+        self.model_metrics = model_metrics
         self.torch_threads = torch_threads
         self.manifest = manifest
         self.name = manifest.model_name
@@ -258,6 +261,7 @@ class ModelVersion:
             threads=self._threads(),
             model_yaml_config=self.yaml_config,
             extra_sys_path=self._sys_path(),
+            model_metrics=self.model_metrics,
         )
 
     def _sys_path(self) -> tuple[str, ...]:

@@ -48,7 +48,9 @@ log = logging.getLogger(__name__)
 
 KINDS = ("startup", "snapshot", "shutdown")
 _FILE = re.compile(r"(?P<stamp>[0-9]{17})-(?:startup|snapshot|shutdown)\.cfg")
-_NOT_WRITTEN = frozenset({"unknown", "model_snapshot", "load_models"})
+# Keys given as settings are secrets: a snapshot (a plain file under the logs) never holds them.
+_NOT_WRITTEN = frozenset({"unknown", "model_snapshot", "load_models",
+                          "management_key", "inference_key", "api_key"})
 # Each per-model key as TorchServe spells it: the first alias its field declares.
 _CAMEL = {f.name: (f.metadata.get("aliases") or (f.name,))[0]
           for f in dataclasses.fields(ModelSettings)}

@@ -27,7 +27,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
-from torchwire.errors import BadRequest
+from torchwire.errors import BadRequest, DownloadArchiveError
 
 log = logging.getLogger(__name__)
 
@@ -109,11 +109,12 @@ def download(url: str, patterns: list[str], dest_root: Path, timeout: float) -> 
             shutil.copyfileobj(response, out, _CHUNK)
     except urllib.error.HTTPError as exc:
         shutil.rmtree(folder, ignore_errors=True)
-        raise BadRequest(f"downloading {url} failed: HTTP {exc.code} {exc.reason}") from None
+        raise DownloadArchiveError(f"Failed to download archive from: {url} "
+                                   f"(HTTP {exc.code} {exc.reason})") from None
     except (urllib.error.URLError, OSError) as exc:
         shutil.rmtree(folder, ignore_errors=True)
         reason = getattr(exc, "reason", None) or exc
-        raise BadRequest(f"cannot download {url}: {reason}") from None
+        raise DownloadArchiveError(f"Failed to download archive from: {url} ({reason})") from None
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

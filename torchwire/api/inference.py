@@ -31,6 +31,7 @@ class InferenceAPI:
             Route("/", self.describe, methods=["OPTIONS"]),
             Route("/api-description", self.describe, methods=["GET"]),
             Route("/ping", self.ping, methods=["GET"]),
+            Route("/live", self.live, methods=["GET"]),
             Route("/predictions/{model_name}", predict, methods=["POST", "PUT"]),
             Route("/predictions/{model_name}/{model_version}", predict, methods=["POST", "PUT"]),
             Route("/explanations/{model_name}", explain, methods=["POST"]),
@@ -43,9 +44,16 @@ class InferenceAPI:
         return json_response(doc)
 
     async def ping(self, request: Request) -> Response:
+        """Readiness: 200 when every model can serve; 503 once the server is stopping."""
         if self.registry.healthy():
             return json_response({"status": "Healthy", "health": "healthy!"})
+        if self.registry.draining:
+            return json_response({"status": "Unhealthy", "health": "stopping"}, 503)
         return json_response({"status": "Unhealthy"}, 500)
+
+    async def live(self, request: Request) -> Response:
+        """Liveness: the process and its event loop answer, whatever the models do."""
+        return json_response({"status": "Alive"})
 
     async def predictions(self, request: Request) -> Response:
         return await self._run(request, PREDICT)

@@ -80,7 +80,7 @@ def outcome_of(result: Any, ctx: Context, idx: int, handler: str, item: Item) ->
     if is_tensor_item(item):
         from torchwire.oip.arrays import tensor_outcome
 
-        return tensor_outcome(result, ctx, idx, handler)
+        return tensor_outcome(result, ctx, idx, handler, item)
     return result_outcome(result, ctx, idx, handler)
 
 
@@ -185,7 +185,7 @@ def load(spec: WorkerSpec) -> Worker:
         spec.gpu_id,
         model_version=spec.model_version,
         model_yaml_config=spec.model_yaml_config,
-        metrics=MetricsCache(spec.model_name),
+        metrics=MetricsCache(spec.model_name, spec.model_metrics),
     )
     service = resolve(spec.handler, Path(spec.model_dir))
     service.initialize(ctx)
