@@ -9,6 +9,7 @@ vision handlers get TorchServe's JSON-list input. Every archive is made by
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import json
 import math
@@ -31,7 +32,7 @@ from tests.conftest import (
     torch_model_archiver,
 )
 from torchwire.archive import open_archive
-from torchwire.handlers.base import import_file, single_module_class
+from torchwire.handlers.base import single_module_class
 
 HANDLERS = Path(__file__).resolve().parent / "tsexamples"
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -142,7 +143,11 @@ class Examples:
 def examples(example_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Examples]:
     tmp = tmp_path_factory.mktemp("tsexamples")
     unpacked = open_archive(example_store / "digits.mar", tmp / "digits")
-    model = single_module_class(import_file(unpacked / "model.py"), torch.nn.Module)()
+    spec = importlib.util.spec_from_file_location("tsexamples_digits_model", unpacked / "model.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)  # not sys.modules["model"]: others use it
+    spec.loader.exec_module(module)
+    model = single_module_class(module, torch.nn.Module)()
     model.load_state_dict(torch.load(unpacked / "digits.pt", weights_only=True))
     digits = Digits(unpacked / "model.py", unpacked / "digits.pt", model.eval())
     (tmp / "metrics.yaml").write_text(METRICS_YAML)
