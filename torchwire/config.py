@@ -513,6 +513,19 @@ class Settings:
     private_key_file: Path | None = None
     certificate_file: Path | None = None
     torch_threads: int | None = None  # per worker; None: cores // workers (OMP_NUM_THREADS sets it)
+    # Limits against hostile clients (docs/limits.md): what a connection, a download or an
+    # archive may cost the server, and how long a silent worker is trusted.
+    max_header_count: int = 100  # request headers; more: 431
+    max_header_size: int = 8192  # bytes of all header names and values (Netty's 8 KB); more: 431
+    header_read_timeout: int = 5  # s from a request's first byte (or the connection) to its headers
+    body_read_timeout: int = 30  # s from the end of the headers to the end of the body
+    max_download_size: int = 4 * 1024**3  # bytes of one archive downloaded for registration
+    download_timeout: int = 600  # s for one whole download
+    max_extracted_size: int = 16 * 1024**3  # bytes an archive may unpack to
+    max_compression_ratio: int = 100  # unpacked bytes per archive byte
+    max_workers_per_model: int | None = None  # None: what the machine runs (cores or GPUs)
+    max_workers_total: int | None = None  # None: 4 x max_workers_per_model's default
+    worker_heartbeat_timeout: int = 5  # s a worker may leave heartbeats unanswered
     unknown: dict[str, str] = field(default_factory=dict)  # unrecognised file keys
 
     @property
@@ -563,6 +576,17 @@ _CONVERTERS: dict[str, Converter] = {
     "private_key_file": _optional(_to_path),
     "certificate_file": _optional(_to_path),
     "torch_threads": _optional(_int_at_least(1)),
+    "max_header_count": _int_at_least(1),
+    "max_header_size": _int_at_least(256),
+    "header_read_timeout": _int_at_least(1),
+    "body_read_timeout": _int_at_least(1),
+    "max_download_size": _int_at_least(1),
+    "download_timeout": _int_at_least(1),
+    "max_extracted_size": _int_at_least(1),
+    "max_compression_ratio": _int_at_least(1),
+    "max_workers_per_model": _optional(_int_at_least(1)),
+    "max_workers_total": _optional(_int_at_least(1)),
+    "worker_heartbeat_timeout": _int_at_least(1),
 }
 
 SETTING_KEYS: tuple[str, ...] = tuple(_CONVERTERS)

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ from starlette.routing import BaseRoute
 import torchwire
 from torchwire.admin import ModelAdmin
 from torchwire.api.access import AccessLog
+from torchwire.api.connection import connection_limits, guarded_protocol
 from torchwire.api.inference import InferenceAPI
 from torchwire.api.kserve import KServeV1API
 from torchwire.api.kserve_v2 import KServeV2API
@@ -158,6 +160,7 @@ class Server:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        raise_fd_limit()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         try:
@@ -184,7 +187,8 @@ class Server:
     async def _serve(self, name: str, address: Address, app: Starlette,
                      sock: socket.socket) -> None:
         config = uvicorn.Config(
-            app, http="httptools", lifespan="off", access_log=False, log_config=None,
+            app, http=guarded_protocol(connection_limits(self.settings)), lifespan="off",
+            access_log=False, log_config=None,
             timeout_keep_alive=120, server_header=False, ssl_keyfile=self._tls("key"),
             ssl_certfile=self._tls("cert"), limit_max_requests=None,
         )
@@ -235,6 +239,17 @@ class Server:
         shutil.rmtree(self.store.work_dir, ignore_errors=True)
         if self.keys is not None:
             self.keys.remove()
+
+
+def raise_fd_limit() -> None:
+    """Let the soft open-file limit reach the hard one: every connection is a descriptor."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
 
 
 def run_server(settings: Settings, models: list[ModelSpec]) -> None:

@@ -10,7 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from torchwire.api.access import note_model
-from torchwire.api.payload import json_body, read_body, request_id
+from torchwire.api.payload import header_view, json_body, read_body, request_id
 from torchwire.api.responses import json_response, outcome_value
 from torchwire.config import Settings
 from torchwire.errors import BadRequest
@@ -57,7 +57,7 @@ class KServeV1API:
         note_model(request, model)
         body = await read_body(request, self.settings.max_request_size)
         instances = instances_of(json_body(body))
-        rid, headers = request_id(request), dict(request.headers)
+        rid, headers = request_id(request), header_view(request)
         items = [instance_item(x, f"{rid}-{i}", headers) for i, x in enumerate(instances)]
         return await run_items(model, items, explain)
 

@@ -7,7 +7,6 @@ computes the current one; if the front goes away the worker exits.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -27,6 +26,7 @@ from torchwire.handlers.base import DESCRIBE_HEADER, EXPLAIN_HEADER
 from torchwire.handlers.context import Context
 from torchwire.handlers.loader import Service, resolve
 from torchwire.handlers.metrics import MetricsCache
+from torchwire.jsondoc import parse_json
 from torchwire.oip.tensor import is_tensor_item
 from torchwire.workers.outcome import as_serve_error, error_outcome, result_outcome
 from torchwire.workers.partials import PartialSender, Send
@@ -54,10 +54,7 @@ def decode_param(param: Param) -> Any:
         return value
     ctype = param.content_type.split(";")[0].strip().lower()
     if ctype == "application/json":
-        try:
-            return json.loads(value)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidInput(f"{param.name!r} is not valid JSON: {exc}") from exc
+        return parse_json(value, repr(param.name), InvalidInput)
     if ctype.startswith("text/"):
         try:
             return value.decode("utf-8")
