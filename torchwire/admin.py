@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torchwire.ceiling import WorkerCeiling
 from torchwire.config import ModelSettings, Settings
 from torchwire.describe import describe_model, list_page
+from torchwire.download import DownloadLimits, Downloads
 from torchwire.errors import BadRequest, ConfigError, InternalError, ModelAPIDisabled
 from torchwire.handlers.base import DESCRIBE_HEADER
 from torchwire.model import ModelState, ModelVersion
@@ -74,6 +76,8 @@ class ModelAdmin:
         self.registry = registry
         self.store = store
         self.settings = settings
+        self.ceiling = WorkerCeiling(settings, store.gpus.count)
+        self.downloads = Downloads()  # cut at shutdown
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- describe and list ---------------------------------------------------------
@@ -109,6 +113,7 @@ class ModelAdmin:
             raise BadRequest(f"min_worker={low} is invalid; expected an integer >= 0")
         if high < low:
             raise BadRequest("max_worker cannot be less than min_worker.")
+        self.ceiling.check(model, low, high, self.registry)
         work = model.scale(low, high, scaling.drain)
         if not scaling.synchronous:
             self._background(work, f"scaling {name} {model.version} to {low}")
@@ -118,6 +123,11 @@ class ModelAdmin:
             raise InternalError(f"Failed to start workers for model {name}: {model.load_error}")
         where = f"{name}, version: {version}" if version else name
         return Answer(f"Workers scaled to {low} for model: {where}", model)
+
+    def check_workers(self, model: ModelVersion) -> None:
+        """Refuse (400) a model whose configured workers exceed the ceilings."""
+        cfg = model.config
+        self.ceiling.check(model, cfg.min_workers, cfg.max_workers, self.registry)
 
     def set_default(self, name: str, version: str) -> str:
         self.registry.set_default(name, version)
@@ -136,6 +146,7 @@ class ModelAdmin:
             raise BadRequest(f"runtime {runtime!r} is not supported; torchwire runs python")
         model = await self._build(reg)
         try:
+            self.check_workers(model)
             self.registry.add(model)
         except Exception:
             self._discard(model)
@@ -147,8 +158,9 @@ class ModelAdmin:
 
     async def _build(self, reg: Registration) -> ModelVersion:
         s = self.settings
+        limits = DownloadLimits(s.max_download_size, float(s.download_timeout))
         path, downloaded = await fetch(reg.url, s.model_store, s.allowed_urls,
-                                       self.store.work_dir, float(s.default_startup_timeout))
+                                       self.store.work_dir, limits, self.downloads)
         spec = ModelSpec(str(path), reg.name, reg.handler)
         try:
             model = await asyncio.to_thread(self.store.build, spec, _pinned(reg.overrides))

@@ -215,6 +215,7 @@ class Server:
     async def load(self, spec: ModelSpec) -> None:
         try:
             model = self.store.build(spec, loaded_at_startup=True)
+            self.admin.check_workers(model)
             self.registry.add(model)
         except ServeError as exc:
             self.registry.startup_failures[spec.name or spec.url] = exc.message
@@ -230,6 +231,7 @@ class Server:
 
     async def shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         log.info("stopping: draining requests and workers")
+        self.admin.downloads.stop_all()  # a registration's download never delays the stop
         if self.grpc is not None:
             await self.grpc.stop()
         for listener in self._listeners:

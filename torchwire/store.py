@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from torchwire.archive import Manifest, open_archive, read_manifest, read_model_config
+from torchwire.archive import Manifest, UnpackLimits, open_archive, read_manifest, read_model_config
 from torchwire.archive.manifest import model_name_problem
 from torchwire.config import ModelSettings, Settings, model_settings_from_mapping
 from torchwire.devices import GpuAllocator
@@ -75,7 +75,9 @@ class ModelStore:
     def build(self, spec: ModelSpec, overrides: ModelSettings | None = None,
               loaded_at_startup: bool = False) -> ModelVersion:
         archive = self.locate(spec.url)
-        model_dir = open_archive(archive, self.work_dir)
+        limits = UnpackLimits(self.settings.max_extracted_size,
+                              self.settings.max_compression_ratio)
+        model_dir = open_archive(archive, self.work_dir, limits)
         try:
             return self._version(spec, model_dir, overrides, loaded_at_startup)
         except BaseException:

@@ -76,6 +76,7 @@ class WorkerPool:
         self.events.load_error = None
         while len(self._tasks) < count:
             self._add()
+            await asyncio.sleep(0)  # each start is a task: let the loop run between them
         victims = sorted(self._tasks)[count:]
         await asyncio.gather(*(self._remove(slot, drain_timeout) for slot in victims))
 
