@@ -110,6 +110,12 @@ class WorkerDied(ServiceUnavailable):
     type_name = "WorkerDiedException"
 
 
+class WorkerUnresponsive(ServiceUnavailable):
+    """The worker stopped answering heartbeats (stopped, hung outside Python, starved)."""
+
+    type_name = "WorkerUnresponsiveException"
+
+
 class ArchiveError(BadRequest):
     """An archive is malformed, unsafe or missing its manifest."""
 

@@ -38,6 +38,7 @@ class ServingConfig:
     job_queue_size: int
     device_type: str | None = None  # "cpu", "gpu" or None (gpu when one is visible)
     gpu_ids: tuple[int, ...] | None = None
+    heartbeat_timeout: float = 5.0  # s a worker may leave heartbeats unanswered (server-wide)
 
 
 class ModelState(enum.Enum):
@@ -90,6 +91,7 @@ class ModelVersion:
         self.pool = WorkerPool(
             f"{self.name}-{self.version}", self._spec, hooks, config.response_timeout,
             config.startup_timeout, log_dir, on_failed=self._load_failed,
+            heartbeat_timeout=config.heartbeat_timeout,
         )
 
     # -- lifecycle ---------------------------------------------------------------

@@ -126,7 +126,8 @@ class ModelStore:
         if entry is not None:
             layered = layered.merged(entry)
         layered = layered.merged(model_settings_from_mapping(yaml_config, "model-config.yaml"))
-        return _resolve(layered.merged(overrides))
+        heartbeat = float(self.settings.worker_heartbeat_timeout)
+        return replace(_resolve(layered.merged(overrides)), heartbeat_timeout=heartbeat)
 
     def _defaults(self) -> ModelSettings:
         s = self.settings

@@ -38,6 +38,8 @@ from torchwire.workers.protocol import (
     LoadFailed,
     Outcome,
     Param,
+    Ping,
+    Pong,
     Ready,
     WorkerSpec,
     encode,
@@ -197,19 +199,24 @@ def device_of(worker: Worker) -> str:
     return str(device) if device is not None else "cpu"
 
 
-def reader(sock: socket.socket, jobs: queue.SimpleQueue[Batch | None]) -> None:
+def reader(sock: socket.socket, jobs: queue.SimpleQueue[Batch | None],
+           writer: FrameWriter) -> None:
+    """Queue batches; answer heartbeats here, whatever the handler is doing."""
     while True:
         message = recv_message(sock)
         if message is None:
             os._exit(0)  # the front is gone: nobody is waiting for results
         if isinstance(message, Batch):
             jobs.put(message)
+        elif isinstance(message, Ping):
+            writer.send(Pong(message.seq))
 
 
 def serve(sock: socket.socket, worker: Worker) -> None:
     jobs: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
-    threading.Thread(target=reader, args=(sock, jobs), daemon=True, name="reader").start()
     writer = FrameWriter(sock)  # the handler may send intermediate responses meanwhile
+    threading.Thread(target=reader, args=(sock, jobs, writer), daemon=True,
+                     name="reader").start()
     while (batch := jobs.get()) is not None:
         start = time.perf_counter()
         outcomes = worker.run(batch, writer.send)

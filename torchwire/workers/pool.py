@@ -45,7 +45,9 @@ class WorkerPool:
         startup_timeout: float,
         log_dir: Path | None = None,
         on_failed: Callable[[str], None] | None = None,
+        heartbeat_timeout: float = 5.0,
     ) -> None:
+        self.heartbeat_timeout = heartbeat_timeout
         self.name = name
         self.on_failed = on_failed
         self.make_spec = make_spec
@@ -112,7 +114,7 @@ class WorkerPool:
         while True:
             worker = WorkerProcess(
                 f"{self.name}-{slot}", self.make_spec(), self.hooks, self.response_timeout,
-                self.log_dir is not None,
+                self.log_dir is not None, self.heartbeat_timeout,
             )
             self.workers[slot] = worker
             try:
