@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -37,37 +37,35 @@ class DownloadLimits:
 
 
 class Downloads:
-    """The connections of downloads in progress, so that a stop can cut them."""
+    """The sockets of downloads in progress, so that a stop can cut them."""
 
     def __init__(self) -> None:
-        self._open: set[http.client.HTTPConnection] = set()
+        self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self.stopping = False
 
     @contextmanager
-    def tracking(self, conn: http.client.HTTPConnection) -> Iterator[None]:
+    def tracking(self, sock: socket.socket) -> Iterator[None]:
         with self._lock:
             if self.stopping:
                 raise ServiceUnavailable("the server is stopping; no download starts now")
-            self._open.add(conn)
+            self._open.add(sock)
         try:
             yield
         finally:
             with self._lock:
-                self._open.discard(conn)
-            conn.close()
+                self._open.discard(sock)
 
     def stop_all(self) -> None:
         """Cut every download now (their threads see EOF and give up at once)."""
         with self._lock:
             self.stopping = True
-            conns = list(self._open)
-        for conn in conns:
-            if conn.sock is not None:
-                try:
-                    conn.sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            socks = list(self._open)
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class _Clock:
@@ -95,8 +93,8 @@ def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, s
     return cls(parts.hostname, parts.port, timeout=timeout), target
 
 
-def _save(response: http.client.HTTPResponse, conn: http.client.HTTPConnection,
-          target: Path, clock: _Clock) -> int:
+def _save(response: http.client.HTTPResponse, sock: socket.socket, target: Path,
+          clock: _Clock) -> int:
     limit = clock.limits.max_size
     declared = response.getheader("content-length")
     expected = int(declared) if declared and declared.isdigit() else None
@@ -106,9 +104,8 @@ def _save(response: http.client.HTTPResponse, conn: http.client.HTTPConnection,
     got = 0
     with target.open("wb") as out:
         while True:
-            if conn.sock is not None:
-                conn.sock.settimeout(clock.left())
-            chunk = response.read(_CHUNK)
+            sock.settimeout(clock.left())
+            chunk = response.read1(_CHUNK)  # what has come: the deadline is checked per chunk
             if not chunk:
                 break
             got += len(chunk)
@@ -127,7 +124,13 @@ def download_to(url: str, target: Path, limits: DownloadLimits, downloads: Downl
     clock = _Clock(url, limits)
     for _ in range(MAX_REDIRECTS + 1):
         conn, path = _connection(url, clock.left())
-        with downloads.tracking(conn):
+        try:
+            conn.connect()
+        except OSError as exc:
+            raise _failure(url, exc, clock) from None
+        sock = conn.sock  # kept: the connection lets go of it when the response ends it
+        assert sock is not None
+        with downloads.tracking(sock), closing(conn), closing(sock):
             try:
                 conn.request("GET", path, headers={"User-Agent": "torchwire"})
                 response = conn.getresponse()
@@ -138,7 +141,7 @@ def download_to(url: str, target: Path, limits: DownloadLimits, downloads: Downl
                 if response.status != 200:
                     raise BadRequest(f"downloading {url} failed: HTTP {response.status} "
                                      f"{response.reason}")
-                got = _save(response, conn, target, clock)
+                got = _save(response, sock, target, clock)
             except ServeError as exc:
                 raise _stopped(url, downloads) or exc from None
             except (OSError, http.client.HTTPException) as exc:
