@@ -92,7 +92,8 @@ class ModelAdmin:
         else:
             models = [self.registry.get(name, version)]
         docs = [describe_model(m) for m in models]
-        if customized and version != "all":
+        if customized and version != "all" and models[0].state is not ModelState.STOPPED:
+            # scaled to 0: no handler to ask; the description still answers (TorchServe: 503)
             docs[0]["customizedMetadata"] = await self.customized(models[0], headers or {})
         return docs
 

@@ -210,6 +210,25 @@ class ModelVersion:
         loop = asyncio.get_running_loop()
         job = Job(item, loop.create_future(), loop.time(), explain)
         self.batcher.submit(job)
+        return await self._answer(job, on_partial)
+
+    async def infer_all(self, items: list[Item], explain: bool = False) -> list[Outcome]:
+        """Every item's answer: all are queued together, or none is (503) and none runs."""
+        self._check_servable()
+        size = self.config.job_queue_size
+        free = size - len(self.batcher.pending)
+        if len(items) > free:
+            raise ServiceUnavailable(
+                f"{len(items)} instances do not fit the job queue ({max(0, free)} of "
+                f"job_queue_size {size} places free); none of them was run")
+        loop = asyncio.get_running_loop()
+        jobs = [Job(item, loop.create_future(), loop.time(), explain) for item in items]
+        for job in jobs:  # no await in between: nothing else can take the places
+            self.batcher.submit(job)
+        return list(await asyncio.gather(*(self._answer(job) for job in jobs)))
+
+    async def _answer(self, job: Job,
+                      on_partial: Callable[[Outcome], None] | None = None) -> Outcome:
         limit = self.answer_limit
         try:
             async with asyncio.timeout(limit) as deadline:

@@ -242,3 +242,19 @@ def test_a_long_handler_is_not_mistaken_for_a_stopped_one(hostile: Hostile) -> N
     r = httpx.post(f"{server.url}/predictions/toy", content=b"sleep:5", timeout=60)
     assert r.status_code == 200 and r.json() == {"slept": True, "pid": pid}
     assert worker_pid(server) == pid
+
+
+# -- 11. describe customized=true with no workers -----------------------------------------
+def test_customized_describe_of_a_model_scaled_to_zero_answers(hostile: Hostile) -> None:
+    r = register(hostile, "toy-1.0/toy.mar", model_name="idle", initial_workers=0)
+    assert r.status_code == 200, r.text
+    try:
+        r = httpx.get(f"{hostile.management_url}/models/idle", params={"customized": "true"},
+                      timeout=10)
+        assert r.status_code == 200, r.text
+        described = r.json()[0]
+        assert described["modelName"] == "idle" and described["workers"] == []
+        assert not described.get("customizedMetadata")
+    finally:
+        httpx.delete(f"{hostile.management_url}/models/idle", timeout=30)
+    assert_serving(hostile.server)

@@ -102,10 +102,10 @@ def test_too_many_or_too_large_headers_are_a_431(hostile: Hostile) -> None:
 
 
 def _flood_headers(server: RunningServer, done: threading.Event) -> None:
-    head = request_head("/predictions/toy", [f"X-H{i}: v".encode() for i in range(50_000)])
+    head = request_head("/predictions/toy", [f"X-H{i}: v".encode() for i in range(50_000)], 2)
     try:
         with socket.create_connection(address(server.url), timeout=10) as sock:
-            sock.sendall(head)
+            sock.sendall(head + b"hi")  # a body: the request would reach the handler
             read_response(sock, 10)
     except OSError:
         pass  # refused mid-send: the server closed the connection, as it should
@@ -204,4 +204,40 @@ def test_a_client_that_half_closes_gets_its_answer(hostile: Hostile) -> None:
         sock.shutdown(socket.SHUT_WR)  # what `nc -N` does after sending
         status, body = status_and_body(read_response(sock, 10))
     assert status == 200 and json.loads(body)["echo"] == "half"
+    assert_serving(server)
+
+
+# -- 4. KServe v1 instances beyond the free queue ----------------------------------------
+def handled(server: RunningServer) -> float:
+    """ts_inference_requests_total for the toy model: requests its worker computed."""
+    text = httpx.get(f"{server.metrics_url}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("ts_inference_requests_total") and 'model_name="toy"' in line)
+
+
+def test_kserve_v1_instances_are_admitted_whole_or_refused_whole(hostile: Hostile) -> None:
+    server = hostile.server
+    before = handled(server)
+    too_many = {"instances": [f"item{i}" for i in range(5)]}  # job_queue_size is 4 here
+    r = httpx.post(f"{server.url}/v1/models/toy:predict", json=too_many, timeout=30)
+    assert r.status_code == 503 and "none of them was run" in r.json()["message"]
+    assert handled(server) == before
+    fitting = {"instances": ["a", "b", "c", "d"]}
+    r = httpx.post(f"{server.url}/v1/models/toy:predict", json=fitting, timeout=30)
+    assert r.status_code == 200
+    assert [p["echo"] for p in r.json()["predictions"]] == ["a", "b", "c", "d"]
+    assert_serving(server)
+
+
+# -- 5. OIP edge cases ----------------------------------------------------------------------
+@pytest.mark.parametrize("tensor", [
+    {"name": "x", "datatype": "FP32", "shape": [0, 0], "data": []},
+    {"name": "x", "datatype": "FP32", "shape": [1, 0, 3], "data": []},
+    {"name": "x", "datatype": "FP32", "shape": [2], "data": [1.0, None]},
+])
+def test_empty_shapes_and_null_data_are_a_400(hostile: Hostile, tensor: dict[str, object]) -> None:
+    server = hostile.server
+    r = httpx.post(f"{server.url}/v2/models/toy/infer", json={"inputs": [tensor]}, timeout=30)
+    assert r.status_code == 400, r.text
+    assert "shape" in r.json()["error"] or "null" in r.json()["error"]
     assert_serving(server)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from starlette.requests import Request
@@ -63,7 +62,7 @@ class KServeV1API:
 
 
 async def run_items(model: ModelVersion, items: list[Item], explain: bool) -> list[Any]:
-    outcomes = await asyncio.gather(*(model.infer(i, explain) for i in items))
+    outcomes = await model.infer_all(items, explain)  # admitted whole or refused whole
     for outcome in outcomes:
         if outcome.status >= 400:
             raise outcome_error(outcome)
