@@ -389,8 +389,10 @@ def test_news_raw_body_json_and_kserve_agree(client: httpx.Client) -> None:
     kserve = ok(client.post("/v1/models/news:predict",
                             json={"instances": [text, {"data": text}]}))["predictions"]
     assert top1(raw) == "Sports"
+    # The two KServe instances may share a batch with each other: float32 sums over a
+    # batch of two differ from a batch of one in the last bits, so compare to 1e-5.
     for other in (as_json, *kserve):
-        assert other == pytest.approx(raw)
+        assert other == pytest.approx(raw, rel=1e-5, abs=1e-9)
 
 
 def test_news_multipart_several_texts(client: httpx.Client) -> None:
