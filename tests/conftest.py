@@ -358,3 +358,9 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
                            env={"TMPDIR": str(scratch)})
     yield Hostile(running, store, scratch, management)
     stop_server(running)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fuzz-long", action="store_true", default=False,
+                     help="run the Schemathesis fuzz test with many cases per operation "
+                          "(tests/e2e/test_fuzz.py; minutes instead of under one)")
