@@ -209,7 +209,10 @@ def reader(sock: socket.socket, jobs: queue.SimpleQueue[Batch | None],
         if isinstance(message, Batch):
             jobs.put(message)
         elif isinstance(message, Ping):
-            writer.send(Pong(message.seq))
+            try:
+                writer.send(Pong(message.seq))
+            except OSError:
+                os._exit(0)  # the front closed the socket (it is retiring this worker)
 
 
 def serve(sock: socket.socket, worker: Worker) -> None:
