@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 from loadgen import percentile, request_headers
 
 if TYPE_CHECKING:
+    from torchwire.protocol import Batch
     from torchwire.workers.child import Worker
-    from torchwire.workers.protocol import Batch
 
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -72,8 +72,8 @@ def load_worker(
 ) -> Worker:
     """Unpack ``archive`` under ``work_dir`` and load its handler as a worker would."""
     from torchwire.archive import open_archive, read_manifest, read_model_config
+    from torchwire.protocol import WorkerSpec
     from torchwire.workers.child import load
-    from torchwire.workers.protocol import WorkerSpec
 
     model_dir = open_archive(archive, work_dir)
     manifest = read_manifest(model_dir)
@@ -99,7 +99,7 @@ def load_worker(
 def make_batches(body: bytes, content_type: str, batch_size: int, count: int,
                  path: str = "/predictions/model") -> list[Batch]:
     """``count`` batches of ``batch_size`` requests, as the HTTP layer would build them."""
-    from torchwire.workers.protocol import Batch, Item, Param
+    from torchwire.protocol import Batch, Item, Param
 
     headers = {k.lower(): v for k, v in request_headers("127.0.0.1", 8080, content_type,
                                                          len(body))}

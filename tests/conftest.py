@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -38,9 +39,15 @@ class RunningServer:
     metrics_url: str = ""
     grpc_target: str = ""  # host:port of the gRPC inference API
     grpc_management_target: str = ""
+    management_url: str = ""
 
     def client(self, **kw: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=60, **kw)  # type: ignore[arg-type]
+
+    def management(self) -> httpx.Client:
+        """A client of the management API, with its key."""
+        auth = {"Authorization": f"Bearer {self.key('management')}"}
+        return httpx.Client(base_url=self.management_url, timeout=60, headers=auth)
 
     def key(self, kind: str) -> str:
         """A key from the key_file.json the server wrote in its working directory."""
@@ -68,36 +75,63 @@ def wait_for_ping(url: str, proc: subprocess.Popen[bytes], want: int, deadline_s
     raise TimeoutError(f"/ping did not answer {want} in {deadline_s}s (last {last})")
 
 
+LISTENING = re.compile(r"(gRPC )?(\w+) API listening on (?:(https?)://)?(\[[^\]]+\]|[^\s:]+):(\d+)")
+
+
+def listening(log: Path, offset: int = 0) -> dict[str, str]:
+    """Where a server listens, from its log past ``offset``: ``{"inference":
+    "http://127.0.0.1:PORT", ..., "grpc inference": "127.0.0.1:PORT"}``."""
+    if not log.exists():
+        return {}
+    with log.open("rb") as fh:
+        fh.seek(offset)
+        text = fh.read().decode(errors="replace")
+    found = {}
+    for grpc, api, scheme, host, port in LISTENING.findall(text):
+        found[f"grpc {api}" if grpc else api] = (
+            f"{host}:{port}" if grpc else f"{scheme or 'http'}://{host}:{port}")
+    return found
+
+
 def start_server(tmp: Path, store: Path, models: list[str], config: dict[str, object],
                  want_ping: int = 200, env: dict[str, str] | None = None) -> RunningServer:
+    """Start ``python -m torchwire`` on ports the OS picks (port 0, read back from the log)."""
     tmp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
     props = {
-        "inference_address": f"http://127.0.0.1:{port}",
-        "management_address": f"http://127.0.0.1:{free_port()}",
-        "metrics_address": f"http://127.0.0.1:{free_port()}",
-        "grpc_inference_port": free_port(),
-        "grpc_management_port": free_port(),
+        "inference_address": "http://127.0.0.1:0",
+        "management_address": "http://127.0.0.1:0",
+        "metrics_address": "http://127.0.0.1:0",
+        "grpc_inference_port": 0,
+        "grpc_management_port": 0,
         **config,
     }
     cfg = tmp / "config.properties"
     cfg.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
     log_dir = tmp / "logs"
+    log = log_dir / "torchwire.log"
+    offset = log.stat().st_size if log.exists() else 0  # a second server in the same folder
     cmd = [sys.executable, "-m", "torchwire", "start", "--foreground", "--model-store",
            str(store), "--ts-config", str(cfg), "--log-location", str(log_dir),
            *(["--models", *models] if models else [])]
     proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True, env={**os.environ, **(env or {})})
-    server = RunningServer(proc, f"http://127.0.0.1:{port}", log_dir,
-                           str(props["metrics_address"]),
-                           f"127.0.0.1:{props['grpc_inference_port']}",
-                           f"127.0.0.1:{props['grpc_management_port']}")
     try:
-        wait_for_ping(server.url, proc, want_ping, 90)
+        wait_until(lambda: _running(proc) and "inference" in listening(log, offset), 90,
+                   "the server listening")
+        wait_for_ping(listening(log, offset)["inference"], proc, want_ping, 90)
     except BaseException:
-        stop_server(server)
+        stop_server(RunningServer(proc, "", log_dir))
         raise
-    return server
+    at = listening(log, offset)
+    return RunningServer(proc, at["inference"], log_dir, at.get("metrics", ""),
+                         at.get("grpc inference", ""), at.get("grpc management", ""),
+                         at.get("management", ""))
+
+
+def _running(proc: subprocess.Popen[bytes]) -> bool:
+    if proc.poll() is not None:
+        raise RuntimeError(f"server exited with {proc.returncode}")
+    return True
 
 
 def stop_server(server: RunningServer) -> None:
@@ -123,7 +157,8 @@ def torch_model_archiver(args: list[str], scratch: Path) -> subprocess.Completed
                           timeout=120)
 
 
-def wait_until(check: Callable[[], bool], deadline_s: float, what: str) -> None:
+def wait_until(check: Callable[[], bool], deadline_s: float = 60.0,
+               what: str = "the condition") -> None:
     """Poll ``check`` until it is true; TimeoutError naming ``what`` after ``deadline_s``."""
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
@@ -131,6 +166,18 @@ def wait_until(check: Callable[[], bool], deadline_s: float, what: str) -> None:
             return
         time.sleep(0.1)
     raise TimeoutError(f"{what} did not happen within {deadline_s} s")
+
+
+async def until(check: Callable[[], bool], deadline_s: float = 60.0,
+                what: str = "the condition") -> None:
+    """``wait_until`` for a test running in an event loop: the loop runs while it polls."""
+    import asyncio
+
+    deadline = time.monotonic() + deadline_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {deadline_s} s")
+        await asyncio.sleep(0.01)
 
 
 def handler_archive(store: Path, name: str, handler: Path, dest: Path,
@@ -349,14 +396,13 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
     toy = toy_archive(store, "toy")
     (store / "allowed").mkdir()
     (store / "allowed" / "toy.mar").write_bytes(toy.read_bytes())
-    management = f"http://127.0.0.1:{free_port()}"
     models = {"toy": {"1.0": {"batchSize": 1, "maxBatchDelay": 0}}}
     config = {**HOSTILE_LIMITS, "enable_model_api": "true", "disable_token_authorization": "true",
-              "management_address": management, "models": json.dumps(models),
+              "models": json.dumps(models),
               "allowed_urls": f"file://{store}/allowed/.*,http://127.0.0.1:[0-9]+/allowed/.*"}
     running = start_server(tmp / "run", store, ["toy=toy-1.0/toy.mar"], config,
                            env={"TMPDIR": str(scratch)})
-    yield Hostile(running, store, scratch, management)
+    yield Hostile(running, store, scratch, running.management_url)
     stop_server(running)
 
 

@@ -25,13 +25,11 @@ from torchwire.config import ModelSettings, Settings
 from torchwire.describe import describe_model, list_page
 from torchwire.download import DownloadLimits, Downloads
 from torchwire.errors import BadRequest, ConfigError, InternalError, ModelAPIDisabled
-from torchwire.handlers.base import DESCRIBE_HEADER
 from torchwire.model import ModelState, ModelVersion
+from torchwire.protocol import DESCRIBE, Item
 from torchwire.registry import ModelRegistry
 from torchwire.sources import fetch
 from torchwire.store import ModelSpec, ModelStore
-from torchwire.workers.outcome import outcome_error
-from torchwire.workers.protocol import Item
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +98,8 @@ class ModelAdmin:
     async def customized(self, model: ModelVersion, headers: Mapping[str, str]) -> str:
         """Ask the handler's describe_handle() (TorchServe's ``describe: True`` request)."""
         request_id = headers.get("x-request-id") or uuid.uuid4().hex
-        item = Item(request_id, (), {**headers, DESCRIBE_HEADER: "True"})
-        outcome = await model.infer(item, explain=True)
-        if outcome.status >= 400:
-            raise outcome_error(outcome)
+        item = Item(request_id, (), dict(headers))
+        outcome = await model.submit(item, DESCRIBE).result()
         return outcome.body.decode("utf-8", "replace")
 
     # -- scaling and default version -------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from torchwire.errors import ServiceUnavailable
-from torchwire.workers.protocol import Batch, Item, Outcome
+from torchwire.protocol import PREDICT, Batch, Item, Kind, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,18 @@ class Job:
     item: Item
     future: asyncio.Future[Outcome]
     arrived: float
-    explain: bool = False
+    kind: Kind = PREDICT
     attempts: int = 0
     dispatched: float = field(default=0.0)
     received: float = field(default_factory=time.perf_counter)
     sent: float = 0.0
     on_partial: Callable[[Outcome], None] | None = None
     on_settled: Callable[[], None] | None = None
+
+    @property
+    def alone(self) -> bool:
+        """Explain and describe requests run in a batch of their own."""
+        return self.kind != PREDICT
 
     def answer(self, outcome: Outcome) -> None:
         if not self.future.done():
@@ -116,8 +121,7 @@ class Batcher:
             if not slot.accepting:
                 self.requeue(jobs)
                 continue
-            explain = jobs[0].explain
-            batch = Batch(next(self._ids), tuple(j.item for j in jobs), explain)
+            batch = Batch(next(self._ids), tuple(j.item for j in jobs), jobs[0].kind)
             slot.submit(batch, jobs)
 
     async def _next_slot(self) -> Slot:
@@ -142,12 +146,12 @@ class Batcher:
     async def _collect(self) -> list[Job]:
         first = await self._first()
         jobs = [first]
-        if first.explain:
+        if first.alone:
             return jobs
         loop = asyncio.get_running_loop()
         deadline = first.arrived + self.max_delay
         while len(jobs) < self.batch_size:
-            if self.pending and self.pending[0].explain:
+            if self.pending and self.pending[0].alone:
                 break
             if self._take_ready(jobs):
                 continue
@@ -166,7 +170,7 @@ class Batcher:
         """Move queued jobs into ``jobs`` up to the batch size; True if any moved."""
         moved = False
         while len(jobs) < self.batch_size and self.pending:
-            if self.pending[0].explain:
+            if self.pending[0].alone:
                 return moved
             job = self.pending.popleft()
             if not job.future.done():

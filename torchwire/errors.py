@@ -140,20 +140,16 @@ _BY_STATUS: dict[int, type[ServeError]] = {
 }
 
 
-def error_for_status(status: int, message: str) -> ServeError:
-    """Build the error class that matches ``status`` (used for handler-chosen codes)."""
+def error_for_status(status: int, message: str, type_name: str = "") -> ServeError:
+    """Build the error class that matches ``status`` (used for handler-chosen codes);
+    ``type_name``, when given, is the type name it reports (a worker's error's)."""
     cls = _BY_STATUS.get(status)
+    err = (cls or (BadRequest if 400 <= status < 500 else InternalError))(message)
     if cls is None:
-        cls = BadRequest if 400 <= status < 500 else InternalError
-        err = cls(message)
         err.status = status  # type: ignore[misc]
-        return err
-    return cls(message)
-
-
-class NotSupported(ServeError):
-    status = 501
-    type_name = "NotImplementedException"
+    if type_name:
+        err.type_name = type_name  # type: ignore[misc]
+    return err
 
 
 class ExplanationsNotSupported(ServeError):

@@ -26,8 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.utils import floatToGoString
 
-from torchwire.handlers.base import DESCRIBE_HEADER
-from torchwire.workers.protocol import BatchDone, MetricRecord
+from torchwire.protocol import DESCRIBE, BatchDone, MetricRecord
 
 if TYPE_CHECKING:
     from torchwire.batching import Job
@@ -264,7 +263,7 @@ class Metrics:
     # -- recording ---------------------------------------------------------------
     def observe_batch(self, model: ModelVersion, jobs: list[Job], done: BatchDone) -> None:
         """The model's batch observer: called once per batch a worker answered."""
-        jobs = [j for j in jobs if j.item.headers.get(DESCRIBE_HEADER) != "True"]
+        jobs = [j for j in jobs if j.kind != DESCRIBE]
         self.handler_metrics.record(done.metrics)
         if not jobs:
             return

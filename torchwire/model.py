@@ -8,37 +8,22 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from torchwire.archive import Manifest
 from torchwire.batching import Batcher, Job
+from torchwire.config.models import ServingConfig
 from torchwire.devices import GpuAllocator
-from torchwire.errors import DependencyInstallError, RequestTimeout, ServiceUnavailable
+from torchwire.errors import DependencyInstallError, ServiceUnavailable
+from torchwire.protocol import PREDICT, BatchDone, Item, Kind, Outcome, WorkerSpec
 from torchwire.requirements import ModelRequirements
 from torchwire.stream import ResponseStream
 from torchwire.workers.pool import WorkerPool
 from torchwire.workers.process import WorkerHooks, WorkerProcess
-from torchwire.workers.protocol import BatchDone, Item, Outcome, WorkerSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ServingConfig:
-    """The resolved per-version settings (every value concrete)."""
-
-    min_workers: int
-    max_workers: int
-    batch_size: int
-    max_batch_delay: int  # ms
-    response_timeout: float  # s
-    startup_timeout: float  # s
-    job_queue_size: int
-    device_type: str | None = None  # "cpu", "gpu" or None (gpu when one is visible)
-    gpu_ids: tuple[int, ...] | None = None
-    heartbeat_timeout: float = 5.0  # s a worker may leave heartbeats unanswered (server-wide)
 
 
 class ModelState(enum.Enum):
@@ -66,6 +51,7 @@ class ModelVersion:
         observer: BatchObserver | None = None,
         torch_threads: int | None = None,
         requirements: ModelRequirements | None = None,
+        heartbeat_timeout: float = 5.0,
     ) -> None:
         self.torch_threads = torch_threads
         self.manifest = manifest
@@ -91,7 +77,7 @@ class ModelVersion:
         self.pool = WorkerPool(
             f"{self.name}-{self.version}", self._spec, hooks, config.response_timeout,
             config.startup_timeout, log_dir, on_failed=self._load_failed,
-            heartbeat_timeout=config.heartbeat_timeout,
+            heartbeat_timeout=heartbeat_timeout,
         )
 
     # -- lifecycle ---------------------------------------------------------------
@@ -203,17 +189,20 @@ class ModelVersion:
         """
         return self.config.response_timeout + self.config.startup_timeout
 
-    async def infer(self, item: Item, explain: bool = False,
-                    on_partial: Callable[[Outcome], None] | None = None) -> Outcome:
-        """The final answer; intermediate responses go to ``on_partial`` (else are dropped)."""
+    def submit(self, item: Item, kind: Kind = PREDICT) -> ResponseStream:
+        """Queue ``item``; its answers (intermediate responses, then the final) stream back.
+
+        ``await model.submit(item).result()`` is the final answer or raises its ServeError.
+        """
         self._check_servable()
         loop = asyncio.get_running_loop()
-        job = Job(item, loop.create_future(), loop.time(), explain)
+        job = Job(item, loop.create_future(), loop.time(), kind)
+        stream = ResponseStream(job, self.answer_limit)
         self.batcher.submit(job)
-        return await self._answer(job, on_partial)
+        return stream
 
-    async def infer_all(self, items: list[Item], explain: bool = False) -> list[Outcome]:
-        """Every item's answer: all are queued together, or none is (503) and none runs."""
+    def submit_all(self, items: list[Item], kind: Kind = PREDICT) -> list[ResponseStream]:
+        """Queue every item, or none (503, before any runs) when they do not all fit."""
         self._check_servable()
         size = self.config.job_queue_size
         free = size - len(self.batcher.pending)
@@ -221,30 +210,7 @@ class ModelVersion:
             raise ServiceUnavailable(
                 f"{len(items)} instances do not fit the job queue ({max(0, free)} of "
                 f"job_queue_size {size} places free); none of them was run")
-        loop = asyncio.get_running_loop()
-        jobs = [Job(item, loop.create_future(), loop.time(), explain) for item in items]
-        for job in jobs:  # no await in between: nothing else can take the places
-            self.batcher.submit(job)
-        return list(await asyncio.gather(*(self._answer(job) for job in jobs)))
-
-    async def _answer(self, job: Job,
-                      on_partial: Callable[[Outcome], None] | None = None) -> Outcome:
-        limit = self.answer_limit
-        try:
-            async with asyncio.timeout(limit) as deadline:
-                job.on_partial = extending(deadline, limit, on_partial)
-                return await job.future
-        except TimeoutError:
-            raise RequestTimeout(f"no worker answered within {limit:g} s") from None
-
-    def infer_stream(self, item: Item, explain: bool = False) -> ResponseStream:
-        """Submit ``item``; its answers (intermediate responses, then the final) stream back."""
-        self._check_servable()
-        loop = asyncio.get_running_loop()
-        job = Job(item, loop.create_future(), loop.time(), explain)
-        stream = ResponseStream(job, self.answer_limit)
-        self.batcher.submit(job)
-        return stream
+        return [self.submit(item, kind) for item in items]  # no await between: all fit
 
     def _check_servable(self) -> None:
         state = self.state
@@ -298,15 +264,3 @@ class ModelVersion:
     def workers(self) -> list[WorkerProcess]:
         return list(self.pool.workers.values())
 
-
-def extending(deadline: asyncio.Timeout, limit: float,
-              then: Callable[[Outcome], None] | None) -> Callable[[Outcome], None]:
-    """An intermediate response shows the model at work: wait ``limit`` more from now."""
-
-    def on_partial(outcome: Outcome) -> None:
-        if not deadline.expired():
-            deadline.reschedule(asyncio.get_running_loop().time() + limit)
-        if then is not None:
-            then(outcome)
-
-    return on_partial

@@ -63,10 +63,6 @@ class ModelRegistry:
         self.get(name, version)
         self._default[name] = version
 
-    def default_version(self, name: str) -> str:
-        self.get(name)
-        return self._default[name]
-
     def names(self) -> list[str]:
         return sorted(self._models)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-import os
 import resource
 import shutil
 import signal
@@ -39,6 +39,7 @@ from torchwire.auth import (
     policy_for,
 )
 from torchwire.config import Address, Settings
+from torchwire.config.environment import environment
 from torchwire.devices import GpuAllocator, visible_gpu_count
 from torchwire.errors import ServeError
 from torchwire.grpc.server import Authorizer, GrpcListeners
@@ -94,7 +95,7 @@ class Server:
         self.settings = settings
         self.model_specs = models
         self.registry = ModelRegistry()
-        self.gpus = GpuAllocator(visible_gpu_count(dict(os.environ), settings.number_of_gpu))
+        self.gpus = GpuAllocator(visible_gpu_count(environment(), settings.number_of_gpu))
         self.metrics = Metrics()
         self.metrics.watch(self.registry)
         self.store = ModelStore(settings, self.gpus, observer=self.metrics.observe_batch)
@@ -194,7 +195,8 @@ class Server:
         )
         listener = _Listener(config)
         self._listeners.append(listener)
-        log.info("%s API listening on %s", name, address)
+        bound = dataclasses.replace(address, port=sock.getsockname()[1])  # port 0: the OS's
+        log.info("%s API listening on %s", name, bound)
         await listener.serve(sockets=[sock])
 
     def _tls(self, which: str) -> str | None:

@@ -18,9 +18,10 @@ from typing import Any
 from torchwire.archive import Manifest, UnpackLimits, open_archive, read_manifest, read_model_config
 from torchwire.archive.manifest import model_name_problem
 from torchwire.config import ModelSettings, Settings, model_settings_from_mapping
+from torchwire.config.models import ServingConfig, resolve
 from torchwire.devices import GpuAllocator
 from torchwire.errors import BadRequest, ModelNotFound
-from torchwire.model import BatchObserver, ModelVersion, ServingConfig
+from torchwire.model import BatchObserver, ModelVersion
 from torchwire.requirements import ModelRequirements, model_requirements
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class ModelStore:
             loaded_at_startup=loaded_at_startup, observer=self.observer,
             torch_threads=self.settings.torch_threads,
             requirements=self.requirements(manifest, model_dir),
+            heartbeat_timeout=float(self.settings.worker_heartbeat_timeout),
         )
 
     def requirements(self, manifest: Manifest, model_dir: Path) -> ModelRequirements | None:
@@ -126,8 +128,7 @@ class ModelStore:
         if entry is not None:
             layered = layered.merged(entry)
         layered = layered.merged(model_settings_from_mapping(yaml_config, "model-config.yaml"))
-        heartbeat = float(self.settings.worker_heartbeat_timeout)
-        return replace(_resolve(layered.merged(overrides)), heartbeat_timeout=heartbeat)
+        return resolve(layered.merged(overrides))
 
     def _defaults(self) -> ModelSettings:
         s = self.settings
@@ -139,22 +140,6 @@ class ModelStore:
             max_batch_delay=s.max_batch_delay, response_timeout=s.default_response_timeout,
             startup_timeout=s.default_startup_timeout, job_queue_size=s.job_queue_size,
         )
-
-
-def _resolve(m: ModelSettings) -> ServingConfig:
-    min_workers = m.min_workers if m.min_workers is not None else 1
-    max_workers = max(min_workers, m.max_workers or min_workers)
-    return ServingConfig(
-        min_workers=min_workers,
-        max_workers=max_workers,
-        batch_size=m.batch_size or 1,
-        max_batch_delay=m.max_batch_delay if m.max_batch_delay is not None else 100,
-        response_timeout=float(m.response_timeout or 120),
-        startup_timeout=float(m.startup_timeout or 120),
-        job_queue_size=m.job_queue_size or 100,
-        device_type=m.device_type,
-        gpu_ids=tuple(m.gpu_ids) if m.gpu_ids else None,
-    )
 
 
 def _renamed(manifest: Manifest, name: str) -> Manifest:

@@ -16,16 +16,20 @@ from collections import deque
 
 from torchwire.batching import Job
 from torchwire.errors import InternalError, RequestTimeout
-from torchwire.workers.protocol import Outcome
+from torchwire.protocol import Outcome
 
 MAX_BUFFERED = 64 * 1024 * 1024  # bytes of one request's chunks that may wait unread
 
 
 class ResponseStream:
-    """Iterate it for Outcomes; ``finished`` turns True with the final one.
+    """The one way to wait for an answer (``ModelVersion.submit`` returns it).
 
-    A failure (a timeout, a dead worker) raises its ServeError from the iteration.
-    Each wait is bounded by ``limit`` seconds (every chunk restarts it).
+    ``await stream.result()`` is the final answer, or raises its ServeError. Iterate
+    it for every Outcome as it arrives (a failed one is yielded with its ``error``
+    set, for REST to send as the worker built it); ``finished`` turns True with the
+    final one. A failure in the front (a timeout, a dead worker) raises its ServeError
+    from the iteration. Each wait is bounded by ``limit`` seconds (every chunk
+    restarts it).
     """
 
     __slots__ = ("_job", "_limit", "_chunks", "_wake", "_buffered", "_max_buffered",
@@ -95,6 +99,29 @@ class ResponseStream:
             return chunk
         self._detach()
         return future.result()
+
+    async def results(self) -> list[Outcome]:
+        """Every answer in order (intermediate ones, then the final one).
+
+        Raises the ServeError of the first failed answer (a handler's error, a timeout,
+        a dead worker); the stream is closed afterwards either way.
+        """
+        try:
+            return [outcome.check() async for outcome in self]
+        finally:
+            self.close()
+
+    async def result(self) -> Outcome:
+        """The final answer (intermediate ones are read and dropped); raises like results()."""
+        last: Outcome | None = None
+        try:
+            async for outcome in self:
+                last = outcome.check()
+        finally:
+            self.close()
+        if last is None:
+            raise InternalError(f"request {self.request_id} ended without an answer")
+        return last
 
     def _detach(self) -> None:
         """The last answer is out: unhook from the job (no reference cycle is left)."""

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import RunningServer, free_port, start_server, stop_server, toy_archive
+from tests.conftest import RunningServer, start_server, stop_server, toy_archive
 
 schemathesis = pytest.importorskip("schemathesis")
 hypothesis = pytest.importorskip("hypothesis")
@@ -36,15 +36,14 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningSe
     store = tmp / "store"
     store.mkdir()
     toy_archive(store, "toy")
-    management = f"http://127.0.0.1:{free_port()}"
     models = {"toy": {"1.0": {"batchSize": 1, "maxBatchDelay": 0, "responseTimeout": 5}},
               "spare": {"1.0": {"minWorkers": 0, "maxWorkers": 0}}}
     config = {"enable_model_api": "true", "disable_token_authorization": "true",
-              "management_address": management, "models": json.dumps(models),
+              "models": json.dumps(models),
               "allowed_urls": "file:///nowhere/.*", "max_workers_per_model": 1}
     server = start_server(tmp / "run", store, ["toy=toy-1.0/toy.mar",
                                                "spare=toy-1.0/toy.mar"], config)
-    yield server, management
+    yield server, server.management_url
     stop_server(server)
 
 

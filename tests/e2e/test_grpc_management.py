@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from tests.conftest import RunningServer, second_version, serving_archive, toy_archive
+from tests.conftest import (
+    RunningServer,
+    second_version,
+    serving_archive,
+    toy_archive,
+    wait_until,
+)
 from torchwire.grpc.generated import inference_pb2 as ts
 from torchwire.grpc.generated import inference_pb2_grpc as ts_grpc
 from torchwire.grpc.generated import management_pb2 as pb
@@ -114,10 +119,8 @@ def test_register_scale_set_default_unregister(
     reply = mgmt.ScaleWorker(pb.ScaleWorkerRequest(model_name="reg", model_version="1.0",
                                                    min_worker=1), timeout=60)
     assert reply.msg == "Processing worker updates..."
-    deadline = time.monotonic() + 60
-    while len(describe(mgmt, "reg")[0]["workers"]) != 1:  # type: ignore[arg-type]
-        assert time.monotonic() < deadline, "the asynchronous scale-down never finished"
-        time.sleep(0.1)
+    wait_until(lambda: len(describe(mgmt, "reg")[0]["workers"]) == 1,  # type: ignore[arg-type]
+               60, "the asynchronous scale-down")
 
     reply = mgmt.RegisterModel(pb.RegisterModelRequest(
         url=str(v2), model_name="reg", initial_workers=1, synchronous=True), timeout=120)
@@ -222,10 +225,8 @@ def test_register_from_urls_obeys_allowed_urls(mgmt: pb_grpc.ManagementAPIsServi
     reply = mgmt.RegisterModel(pb.RegisterModelRequest(url=url, model_name="web",
                                                        initial_workers=1), timeout=120)
     assert reply.msg == "Processing worker updates..."  # not synchronous: loads in background
-    deadline = time.monotonic() + 60
-    while describe(mgmt, "web")[0]["status"] != "Ready":
-        assert time.monotonic() < deadline, "the downloaded model never became ready"
-        time.sleep(0.1)
+    wait_until(lambda: describe(mgmt, "web")[0]["status"] == "Ready", 60,
+               "the downloaded model becoming ready")
     assert describe(mgmt, "web")[0]["modelUrl"] == url
     assert echo(infer, "web", data=b"net") == {"echo": "net", "batch": 1}
 

@@ -471,3 +471,24 @@ def test_deeplabv3_answers_voc_classes_per_pixel(client: httpx.Client) -> None:
     probs = np.array(ok(client.post("/predictions/deeplabv3", content=png(image))))
     assert probs.shape == (21, 96, 128)  # resize: 96 on the shorter side
     assert np.allclose(probs.sum(axis=0), 1.0, atol=2e-3)
+
+
+# -- request kind: a protocol field, never a client header -------------------------------
+def test_explain_header_on_predictions_still_predicts(
+    client: httpx.Client, digits: list[tuple[Path, int]]
+) -> None:
+    image = digits[0][0].read_bytes()
+    plain = ok(client.post("/predictions/digits_cnn", content=image))
+    sneaky = ok(client.post("/predictions/digits_cnn", content=image,
+                            headers={"explain": "True", "describe": "True"}))
+    assert sneaky == plain and top1(sneaky) in NAMES
+
+
+@pytest.mark.parametrize("model", ["digits_cnn", "news"])
+def test_customized_describe_of_a_builtin_handler(handlers_server: RunningServer,
+                                                  model: str) -> None:
+    with handlers_server.management() as mgmt:
+        response = mgmt.get(f"/models/{model}", params={"customized": "true"})
+    assert response.status_code == 200, response.text
+    (doc,) = response.json()
+    assert doc["modelName"] == model and "customizedMetadata" in doc

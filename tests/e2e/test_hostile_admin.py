@@ -21,7 +21,6 @@ import pytest
 from tests.conftest import (
     TOY,
     Hostile,
-    free_port,
     start_server,
     stop_server,
     wait_for_ping,
@@ -161,12 +160,11 @@ def test_a_download_in_progress_does_not_delay_shutdown(tmp_path: Path) -> None:
     store = tmp_path / "store"
     store.mkdir()
     config = {"enable_model_api": "true", "disable_token_authorization": "true",
-              "management_address": f"http://127.0.0.1:{free_port()}",
               "allowed_urls": "http://127.0.0.1:[0-9]+/allowed/.*"}
     server = start_server(tmp_path / "run", store, [], config)
     try:
         with web(b"") as (base, handler), ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(httpx.post, f"{config['management_address']}/models",
+            pending = pool.submit(httpx.post, f"{server.management_url}/models",
                                   params={"url": f"{base}/allowed/drip.mar"}, timeout=60)
             assert handler.asked.wait(30)
             stopping = time.monotonic()

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import stat
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests.conftest import (
     serving_archive,
     start_server,
     stop_server,
+    wait_until,
 )
 from tests.conftest import toy_archive as make_toy
 
@@ -46,22 +46,6 @@ class Mgmt:
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
 
-def wait_until(check: object, deadline_s: float = 60) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise TimeoutError("condition not met in time")
-
-
-def addresses(tmp: Path) -> tuple[dict[str, object], str, str]:
-    m, x = free_port(), free_port()
-    config: dict[str, object] = {"management_address": f"http://127.0.0.1:{m}",
-                                 "metrics_address": f"http://127.0.0.1:{x}"}
-    return config, f"http://127.0.0.1:{m}", f"http://127.0.0.1:{x}"
-
-
 @pytest.fixture(scope="module")
 def mgmt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mgmt]:
     tmp = tmp_path_factory.mktemp("mgmt")
@@ -71,12 +55,12 @@ def mgmt(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mgmt]:
     second_version(store / "toy-1.0" / "toy.mar", store / "toy-2.0", tmp)
     make_toy(store, "extra")
     make_toy(store, "noload", yaml_config="fail_load: true\n")
-    config, url, metrics_url = addresses(tmp)
-    config.update({"enable_model_api": "true", "job_queue_size": 200,
-                   "allowed_urls": "file://.*,http://127.0.0.1:[0-9]+/allowed/.*"})
+    config: dict[str, object] = {
+        "enable_model_api": "true", "job_queue_size": 200,
+        "allowed_urls": "file://.*,http://127.0.0.1:[0-9]+/allowed/.*"}
     models = ["toy=toy-1.0/toy.mar", "toy=toy-2.0/toy.mar"]
     running = start_server(tmp, store, models, config)
-    yield Mgmt(running, url, metrics_url, store)
+    yield Mgmt(running, running.management_url, running.metrics_url, store)
     stop_server(running)
 
 
@@ -398,9 +382,9 @@ def test_model_api_off_by_default_and_forced_auth(tmp_path: Path) -> None:
     store = tmp_path / "store"
     store.mkdir()
     make_toy(store, "toy")
-    config, url, metrics_url = addresses(tmp_path)
-    config["enable_token_authorization"] = "true"
+    config: dict[str, object] = {"enable_token_authorization": "true"}
     server = start_server(tmp_path, store, ["toy=toy-1.0/toy.mar"], config)
+    url, metrics_url = server.management_url, server.metrics_url
     try:
         keys = json.loads((tmp_path / "key_file.json").read_text())
         manage = {"Authorization": f"Bearer {keys['management']['key']}"}
@@ -429,9 +413,9 @@ def test_disabled_auth_opens_management_and_writes_no_keys(tmp_path: Path) -> No
     store = tmp_path / "store"
     store.mkdir()
     make_toy(store, "toy")
-    config, url, _ = addresses(tmp_path)
-    config["disable_token_authorization"] = "true"
+    config: dict[str, object] = {"disable_token_authorization": "true"}
     server = start_server(tmp_path, store, ["toy=toy-1.0/toy.mar"], config)
+    url = server.management_url
     try:
         listed = httpx.get(f"{url}/models")
         token = httpx.get(f"{url}/token", params={"type": "management"})
@@ -448,10 +432,10 @@ def test_a_failed_startup_model_shows_as_failed(tmp_path: Path) -> None:
     store.mkdir()
     make_toy(store, "good")
     make_toy(store, "noload", yaml_config="fail_load: true\n")
-    config, url, _ = addresses(tmp_path)
-    config["disable_token_authorization"] = "true"
+    config: dict[str, object] = {"disable_token_authorization": "true"}
     server = start_server(tmp_path, store, ["good=good-1.0/good.mar", "noload-1.0/noload.mar"],
                           config, want_ping=500)
+    url = server.management_url
     try:
         wait_until(lambda: httpx.get(f"{url}/models/noload").json()[0]["status"] == "Failed")
         (doc,) = httpx.get(f"{url}/models/noload").json()

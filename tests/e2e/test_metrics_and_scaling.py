@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import RunningServer, free_port, start_server, stop_server, toy_archive
+from tests.conftest import (
+    RunningServer,
+    start_server,
+    stop_server,
+    toy_archive,
+    wait_until,
+)
 
 SAMPLE = re.compile(r"^(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -51,14 +56,6 @@ class Server:
         return httpx.post(f"{self.running.url}/predictions/{model}", content=body, timeout=60)
 
 
-def wait_for(check: Callable[[], bool], deadline_s: float = 60) -> None:
-    end = time.monotonic() + deadline_s
-    while not check():
-        if time.monotonic() > end:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("metrics")
@@ -66,15 +63,12 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     store.mkdir()
     for name in ("counted", "queued", "crashy", "custom", "scaled"):
         toy_archive(store, name)
-    m, x = free_port(), free_port()
     models = {"counted": {"1.0": {"minWorkers": 2, "maxWorkers": 2}}}
-    config = {"management_address": f"http://127.0.0.1:{m}",
-              "metrics_address": f"http://127.0.0.1:{x}",
-              "disable_token_authorization": "true", "models": json.dumps(models)}
+    config = {"disable_token_authorization": "true", "models": json.dumps(models)}
     archives = [f"{n}={n}-1.0/{n}.mar" for n in ("counted", "queued", "crashy", "custom",
                                                  "scaled")]
     running = start_server(tmp, store, archives, config)
-    yield Server(running, f"http://127.0.0.1:{m}", f"http://127.0.0.1:{x}")
+    yield Server(running, running.management_url, running.metrics_url)
     stop_server(running)
 
 
@@ -133,7 +127,7 @@ def test_queue_depth_gauge_sees_waiting_requests(srv: Server) -> None:
             sent = [asyncio.ensure_future(c.post(f"{srv.running.url}/predictions/queued",
                                                  content=b"sleep:0.5")) for _ in range(6)]
             # one worker takes two batches; four wait, and the gauge must say so
-            await asyncio.to_thread(wait_for, lambda: samples(
+            await asyncio.to_thread(wait_until, lambda: samples(
                 srv.scrape(), "torchwire_queue_depth", model_name="queued") == [4.0], 20)
             return [r.status_code for r in await asyncio.gather(*sent)]
 
@@ -143,9 +137,9 @@ def test_queue_depth_gauge_sees_waiting_requests(srv: Server) -> None:
 
 def test_worker_restarts_are_counted(srv: Server) -> None:
     assert srv.predict("crashy", b"crash").status_code == 503
-    wait_for(lambda: samples(srv.scrape(), "torchwire_worker_restarts_total",
+    wait_until(lambda: samples(srv.scrape(), "torchwire_worker_restarts_total",
                              model_name="crashy") == [1.0])
-    wait_for(lambda: srv.predict("crashy", b"again").status_code == 200)
+    wait_until(lambda: srv.predict("crashy", b"again").status_code == 200)
 
 
 def test_handler_metrics_appear_on_metrics(srv: Server) -> None:
@@ -188,7 +182,7 @@ async def _scale_under_load(srv: Server) -> tuple[list[tuple[int, int]], list[in
             params = {"min_worker": workers, "synchronous": str(sync).lower()}
             codes.append((await c.put("/models/scaled", params=params)).status_code)
             if not sync:
-                await asyncio.to_thread(wait_for, lambda: [w["status"] for w in _workers(srv)]
+                await asyncio.to_thread(wait_until, lambda: [w["status"] for w in _workers(srv)]
                                         == ["READY", "READY"])
     stop.set()
     results = await asyncio.gather(*load)

@@ -157,3 +157,15 @@ def test_an_installed_torchserve_wins(tmp_path: Path, monkeypatch: pytest.Monkey
         stop_server(server)
     assert r.status_code == 200, r.text
     assert r.json() == {"ts": str(fake / "__init__.py"), "fake": True}
+
+
+def test_customized_describe_of_a_custom_handler_without_describe_handle(
+    ts_server: RunningServer,
+) -> None:
+    """TorchServe's ImageClassifier subclass defines no describe_handle: the base's
+    answer (nothing) is the customized metadata, and the request is a 200."""
+    with ts_server.management() as mgmt:
+        response = mgmt.get("/models/tsdigits", params={"customized": "true"})
+    assert response.status_code == 200, response.text
+    (doc,) = response.json()
+    assert doc["modelName"] == "tsdigits" and "customizedMetadata" in doc

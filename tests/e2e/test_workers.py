@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,7 +21,9 @@ from tests.conftest import (
     start_server,
     stop_server,
     toy_archive,
+    until,
     wait_for_ping,
+    wait_until,
 )
 
 
@@ -28,42 +31,58 @@ def worker_pid(server: RunningServer, model: str = "toy") -> int:
     return int(httpx.post(f"{server.url}/predictions/{model}", content=b"pid").json()["pid"])
 
 
-async def _sleep_then_kill(url: str, pid: int) -> tuple[httpx.Response, float]:
+async def _block_then_kill(url: str, pid: int, gate: Path) -> tuple[httpx.Response, float]:
     async with httpx.AsyncClient(base_url=url, timeout=60) as c:
-        pending = asyncio.ensure_future(c.post("/predictions/toy", content=b"sleep:30"))
-        await asyncio.sleep(0.5)  # let the request reach the worker (no result depends on it)
+        pending = asyncio.ensure_future(c.post("/predictions/toy", content=f"block:{gate}"))
+        started = gate.with_name(gate.name + ".started")  # the handler has the request
+        await until(started.exists, 30, "the worker starting the request")
         killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         response = await pending
         return response, time.monotonic() - killed_at
 
 
-def test_kill_9_mid_request_answers_503_fast_and_restarts(server: RunningServer) -> None:
-    pid = worker_pid(server)
-    response, waited = asyncio.run(_sleep_then_kill(server.url, pid))
+@pytest.fixture(scope="module")
+def toy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A toy model of its own: these tests kill, crash and time out its worker, so they
+    leave the shared server alone."""
+    tmp = tmp_path_factory.mktemp("workers")
+    store = tmp / "store"
+    store.mkdir()
+    toy_archive(store, "toy", yaml_config="responseTimeout: 3\n")
+    running = start_server(tmp, store, ["toy=toy-1.0/toy.mar"], {})
+    yield running
+    stop_server(running)
+
+
+def test_kill_9_mid_request_answers_503_fast_and_restarts(
+    toy_server: RunningServer, tmp_path: Path
+) -> None:
+    pid = worker_pid(toy_server)
+    response, waited = asyncio.run(_block_then_kill(toy_server.url, pid, tmp_path / "gate"))
     assert response.status_code == 503
     assert "died" in response.json()["message"]
     assert waited < 1.0
-    wait_for_ping(server.url, server.proc, 200, 60)
-    assert worker_pid(server) != pid
-    assert httpx.post(f"{server.url}/predictions/toy", content=b"hi").json()["echo"] == "hi"
+    wait_for_ping(toy_server.url, toy_server.proc, 200, 60)
+    assert worker_pid(toy_server) != pid
+    assert httpx.post(f"{toy_server.url}/predictions/toy", content=b"hi").json()["echo"] == "hi"
 
 
-def test_a_crashing_request_does_not_take_down_later_ones(server: RunningServer) -> None:
-    r = httpx.post(f"{server.url}/predictions/toy", content=b"crash", timeout=30)
+def test_a_crashing_request_does_not_take_down_later_ones(toy_server: RunningServer) -> None:
+    r = httpx.post(f"{toy_server.url}/predictions/toy", content=b"crash", timeout=30)
     assert r.status_code == 503
-    wait_for_ping(server.url, server.proc, 200, 60)
-    assert httpx.post(f"{server.url}/predictions/toy", content=b"ok").status_code == 200
+    wait_for_ping(toy_server.url, toy_server.proc, 200, 60)
+    assert httpx.post(f"{toy_server.url}/predictions/toy", content=b"ok").status_code == 200
 
 
-def test_response_timeout_is_408_and_the_worker_is_replaced(server: RunningServer) -> None:
-    pid = worker_pid(server)
-    r = httpx.post(f"{server.url}/predictions/toy", content=b"sleep:20", timeout=30)
+def test_response_timeout_is_408_and_the_worker_is_replaced(toy_server: RunningServer) -> None:
+    pid = worker_pid(toy_server)
+    r = httpx.post(f"{toy_server.url}/predictions/toy", content=b"sleep:20", timeout=30)
     body = r.json()
     assert r.status_code == 408 and body["code"] == 408
     assert "response_timeout" in body["message"]
-    wait_for_ping(server.url, server.proc, 200, 60)
-    assert worker_pid(server) != pid
+    wait_for_ping(toy_server.url, toy_server.proc, 200, 60)
+    assert worker_pid(toy_server) != pid
 
 
 @pytest.fixture()
@@ -158,9 +177,7 @@ def test_background_start_and_stop_with_models_all(tmp_path: Path) -> None:
     assert started.returncode == 0, started.stderr
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while httpx.get(f"{url}/ping").status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: httpx.get(f"{url}/ping").status_code == 200, 60, "/ping")
         for name in ("a", "b"):
             assert httpx.post(f"{url}/predictions/{name}", content=b"q").json()["echo"] == "q"
     finally:

@@ -22,8 +22,17 @@ from PIL import Image
 
 from torchwire.errors import HandlerError
 from torchwire.handlers.tokens import basic_english, clean, expand_contractions, ngrams
+from torchwire.protocol import (
+    DESCRIBE,
+    EXPLAIN,
+    PREDICT,
+    Batch,
+    Item,
+    Outcome,
+    Param,
+    WorkerSpec,
+)
 from torchwire.workers.child import Worker, load
-from torchwire.workers.protocol import Batch, Item, Outcome, Param, WorkerSpec
 
 SEGMENTER = """
 import torch
@@ -123,7 +132,7 @@ def item(value: Any, name: str = "body", ctype: str = "application/octet-stream"
 
 
 def run(worker: Worker, *items: Item, explain: bool = False) -> list[Outcome]:
-    return worker.run(Batch(1, tuple(items), explain=explain))
+    return worker.run(Batch(1, tuple(items), EXPLAIN if explain else PREDICT))
 
 
 def body(outcome: Outcome) -> Any:
@@ -324,3 +333,21 @@ def test_detector_with_user_inference_keeps_boxes_as_given(
     expected = [{"7": [1.0, 2.0, 3.0, 4.0], "score": pytest.approx(0.8)}]
     assert [body(o) for o in outcomes] == [expected, expected]
     sys.modules.pop("my_detector", None)
+
+
+# -- request kind: one pipeline in BaseHandler, the kind from the batch --------------------
+def test_builtin_handler_answers_describe_from_the_batch_kind(make_worker: WorkerFactory) -> None:
+    worker = make_worker(SEGMENTER.replace("WRAP", "True"), "image_segmenter", NATIVE)
+    (outcome,) = worker.run(Batch(1, (Item("d", (), {}),), DESCRIBE))
+    assert outcome.status == 200 and body(outcome) is None  # no describe_handle: nothing
+
+
+def test_a_clients_explain_header_does_not_make_an_explanation(
+    make_worker: WorkerFactory,
+) -> None:
+    worker = make_worker(SEGMENTER.replace("WRAP", "True"), "image_segmenter", NATIVE)
+    sneaky = Item("s", (Param("body", png(20, 10), "application/octet-stream"),),
+                  {"explain": "True", "describe": "True"})
+    (outcome,) = worker.run(Batch(1, (sneaky,)))
+    assert outcome.status == 200
+    assert np.array(body(outcome)).shape == (3, 10, 20)  # a prediction

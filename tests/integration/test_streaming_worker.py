@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TOY
+from torchwire.batching import Job
 from torchwire.compat.streaming import send_intermediate_predict_response
 from torchwire.errors import HandlerError
 from torchwire.handlers.context import Context
-from torchwire.model import extending
+from torchwire.protocol import Batch, Item, Outcome, Param, Partial, WorkerSpec
+from torchwire.stream import ResponseStream
 from torchwire.workers.child import Worker, load
 from torchwire.workers.partials import PartialSender
-from torchwire.workers.protocol import Batch, Item, Outcome, Param, Partial, WorkerSpec
 
 CHUNK = Outcome(200, b"piece", "text/plain")
 
@@ -105,15 +106,15 @@ def test_send_intermediate_outside_handle_or_for_unknown_requests_says_so() -> N
 
 
 def test_an_intermediate_response_extends_the_callers_wait() -> None:
+    final = Outcome(200, b"final", "text/plain")
+
     async def wait_past_the_first_deadline() -> list[Outcome]:
         loop = asyncio.get_running_loop()
-        answer: asyncio.Future[str] = loop.create_future()
-        got: list[Outcome] = []
-        async with asyncio.timeout(1.0) as deadline:
-            hook = extending(deadline, 1.0, got.append)
-            loop.call_later(0.5, hook, CHUNK)  # moves the deadline from 1.0 s to 1.5 s
-            loop.call_later(1.25, answer.set_result, "final")
-            assert await answer == "final"
-        return got
+        job = Job(text_item("r", "x"), loop.create_future(), loop.time())
+        stream = ResponseStream(job, 1.0)
+        assert job.on_partial is not None
+        loop.call_later(0.5, job.on_partial, CHUNK)  # moves the deadline from 1.0 s to 1.5 s
+        loop.call_later(1.25, job.answer, final)
+        return await stream.results()
 
-    assert asyncio.run(wait_past_the_first_deadline()) == [CHUNK]
+    assert asyncio.run(wait_past_the_first_deadline()) == [CHUNK, final]

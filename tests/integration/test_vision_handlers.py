@@ -20,8 +20,17 @@ from PIL import Image
 from torchwire.errors import InvalidInput
 from torchwire.handlers.image_classifier import label_of
 from torchwire.handlers.vision import VisionHandler, decode_image
+from torchwire.protocol import (
+    EXPLAIN,
+    PREDICT,
+    Batch,
+    Item,
+    Kind,
+    Outcome,
+    Param,
+    WorkerSpec,
+)
 from torchwire.workers.child import Worker, load
-from torchwire.workers.protocol import Batch, Item, Outcome, Param, WorkerSpec
 
 TINY_MODEL = textwrap.dedent(
     """
@@ -128,7 +137,8 @@ def item(value: Any, ctype: str = "application/octet-stream", name: str = "body"
 
 
 def run(worker: Worker, *values: Any, explain: bool = False) -> list[Outcome]:
-    return worker.run(Batch(batch_id=1, items=tuple(item(v) for v in values), explain=explain))
+    kind: Kind = EXPLAIN if explain else PREDICT
+    return worker.run(Batch(batch_id=1, items=tuple(item(v) for v in values), kind=kind))
 
 
 def body(outcome: Outcome) -> Any:

@@ -8,7 +8,7 @@ import pytest
 
 from torchwire.batching import Batcher, Job
 from torchwire.errors import ServiceUnavailable
-from torchwire.workers.protocol import Batch, Item
+from torchwire.protocol import EXPLAIN, PREDICT, Batch, Item, Kind
 
 
 class FakeSlot:
@@ -24,7 +24,8 @@ class FakeSlot:
 
 def job(name: str, explain: bool = False) -> Job:
     loop = asyncio.get_running_loop()
-    return Job(Item(name, (), {}), loop.create_future(), loop.time(), explain)
+    kind: Kind = EXPLAIN if explain else PREDICT
+    return Job(Item(name, (), {}), loop.create_future(), loop.time(), kind)
 
 
 def ids(batch: Batch) -> list[str]:

@@ -6,7 +6,7 @@ import pytest
 
 from torchwire.handlers.metrics import Dimension, MetricsCache, MetricTypes
 from torchwire.metrics import Metrics
-from torchwire.workers.protocol import MetricRecord
+from torchwire.protocol import MetricRecord
 
 
 @pytest.fixture
@@ -117,3 +117,27 @@ def test_cache_refuses_a_second_dimension_set() -> None:
     cache.add_counter("Calls", 1)
     with pytest.raises(ValueError, match="already has dimensions"):
         cache.add_counter("Calls", 1, dimensions=[Dimension("x", "y")])
+
+
+def test_requests_are_counted_by_kind_not_by_a_clients_describe_header(
+    metrics: Metrics,
+) -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from torchwire.batching import Job
+    from torchwire.protocol import DESCRIBE, BatchDone, Item
+
+    async def jobs() -> list[Job]:
+        loop = asyncio.get_running_loop()
+        sneaky = Job(Item("a", (), {"describe": "True"}), loop.create_future(), loop.time())
+        describe = Job(Item("b", (), {}), loop.create_future(), loop.time(), DESCRIBE)
+        return [sneaky, describe]
+
+    sneaky, describe = asyncio.run(jobs())
+    model = SimpleNamespace(name="m", version="1.0")
+    metrics.observe_batch(model, [sneaky], BatchDone(1, (), 1.0))  # type: ignore[arg-type]
+    metrics.observe_batch(model, [describe], BatchDone(2, (), 1.0))  # type: ignore[arg-type]
+    text = metrics.render(["ts_inference_requests_total"]).decode()
+    assert 'ts_inference_requests_total{model_name="m",model_version="1.0",' \
+           'hostname="host-a"} 1.0' in text

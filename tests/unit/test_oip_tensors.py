@@ -26,7 +26,7 @@ from torchwire.oip.tensor import (
     split_bytes,
     unpack,
 )
-from torchwire.workers.protocol import Item, Param
+from torchwire.protocol import Item, Param
 
 NUMPY = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32,
          "UINT64": np.uint64, "INT8": np.int8, "INT16": np.int16, "INT32": np.int32,

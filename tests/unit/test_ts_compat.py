@@ -19,7 +19,7 @@ from torchwire.compat.util import (
     load_label_mapping,
     map_class_to_label,
 )
-from torchwire.workers.outcome import as_serve_error
+from torchwire.handlers.outcome import as_serve_error
 
 PROBE = """
 import importlib.util, json, sys

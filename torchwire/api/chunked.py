@@ -20,8 +20,8 @@ from starlette.types import Send
 
 from torchwire.api.responses import outcome_response
 from torchwire.errors import InternalError, ServeError
+from torchwire.protocol import Outcome
 from torchwire.stream import ResponseStream
-from torchwire.workers.protocol import Outcome
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,8 @@ class ChunkedResponse(StreamingResponse):
 
 def failure_body(outcome: Outcome, max_size: int) -> bytes | None:
     """The error body that ends a stream at this chunk; None when the chunk is fine."""
-    if outcome.status >= 400:
-        return outcome.body
+    if outcome.error is not None:
+        return outcome.body  # as the worker built it
     if len(outcome.body) > max_size:
         err = InternalError(f"a response chunk of {len(outcome.body)} bytes exceeds "
                             f"max_response_size ({max_size})")

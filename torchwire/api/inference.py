@@ -14,6 +14,7 @@ from torchwire.api.openapi import add_paths, inference_document
 from torchwire.api.payload import item_from_request
 from torchwire.api.responses import json_response
 from torchwire.config import Settings
+from torchwire.protocol import EXPLAIN, PREDICT, Kind
 from torchwire.registry import ModelRegistry
 
 
@@ -44,15 +45,15 @@ class InferenceAPI:
         return json_response({"status": "Unhealthy"}, 500)
 
     async def predictions(self, request: Request) -> Response:
-        return await self._run(request, explain=False)
+        return await self._run(request, PREDICT)
 
     async def explanations(self, request: Request) -> Response:
-        return await self._run(request, explain=True)
+        return await self._run(request, EXPLAIN)
 
-    async def _run(self, request: Request, explain: bool) -> Response:
+    async def _run(self, request: Request, kind: Kind) -> Response:
         params = request.path_params
         model = self.registry.get(params["model_name"], params.get("model_version"))
         note_model(request, model)
         item = await item_from_request(request, self.settings.max_request_size)
-        stream = model.infer_stream(item, explain)
+        stream = model.submit(item, kind)
         return await prediction_response(stream, self.settings.max_response_size)

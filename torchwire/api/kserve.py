@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from starlette.requests import Request
@@ -14,9 +15,8 @@ from torchwire.api.responses import json_response, outcome_value
 from torchwire.config import Settings
 from torchwire.errors import BadRequest
 from torchwire.model import ModelVersion
+from torchwire.protocol import EXPLAIN, PREDICT, Item, Kind, Param
 from torchwire.registry import ModelRegistry
-from torchwire.workers.outcome import outcome_error
-from torchwire.workers.protocol import Item, Param
 
 
 def instances_of(doc: Any) -> list[Any]:
@@ -46,24 +46,22 @@ class KServeV1API:
         ]
 
     async def predict(self, request: Request) -> Response:
-        return json_response({"predictions": await self._run(request, explain=False)})
+        return json_response({"predictions": await self._run(request, PREDICT)})
 
     async def explain(self, request: Request) -> Response:
-        return json_response({"explanations": await self._run(request, explain=True)})
+        return json_response({"explanations": await self._run(request, EXPLAIN)})
 
-    async def _run(self, request: Request, explain: bool) -> list[Any]:
+    async def _run(self, request: Request, kind: Kind) -> list[Any]:
         model = self.registry.get(request.path_params["model_name"])
         note_model(request, model)
         body = await read_body(request, self.settings.max_request_size)
         instances = instances_of(json_body(body))
         rid, headers = request_id(request), header_view(request)
         items = [instance_item(x, f"{rid}-{i}", headers) for i, x in enumerate(instances)]
-        return await run_items(model, items, explain)
+        return await run_items(model, items, kind)
 
 
-async def run_items(model: ModelVersion, items: list[Item], explain: bool) -> list[Any]:
-    outcomes = await model.infer_all(items, explain)  # admitted whole or refused whole
-    for outcome in outcomes:
-        if outcome.status >= 400:
-            raise outcome_error(outcome)
+async def run_items(model: ModelVersion, items: list[Item], kind: Kind) -> list[Any]:
+    streams = model.submit_all(items, kind)  # admitted whole or refused whole
+    outcomes = await asyncio.gather(*(stream.result() for stream in streams))
     return [outcome_value(o) for o in outcomes]

@@ -19,6 +19,7 @@ from torchwire.errors import InternalError, ServeError
 from torchwire.model import ModelVersion
 from torchwire.oip import json_codec
 from torchwire.oip.request import infer, model_metadata, model_ready, server_metadata
+from torchwire.protocol import EXPLAIN, PREDICT, Kind
 from torchwire.registry import ModelRegistry
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -89,18 +90,18 @@ class KServeV2API:
 
     # -- inference -----------------------------------------------------------------
     async def infer(self, request: Request) -> Response:
-        return await self._run(request, explain=False)
+        return await self._run(request, PREDICT)
 
     async def explain(self, request: Request) -> Response:
-        return await self._run(request, explain=True)
+        return await self._run(request, EXPLAIN)
 
-    async def _run(self, request: Request, explain: bool) -> Response:
+    async def _run(self, request: Request, kind: Kind) -> Response:
         model = self._model(request)
         body = await read_body(request, self.settings.max_request_size)
         head, binary = json_codec.split_body(body, request.headers.get(json_codec.HEADER_LENGTH))
         req = json_codec.parse_request(json_body(head), binary)
         rid = request_id(request)
-        tensors = await infer(model, req, rid, header_view(request), explain)
+        tensors = await infer(model, req, rid, header_view(request), kind)
         out, head_size = json_codec.response_body(req, model.name, model.version, tensors)
         if len(out) > self.settings.max_response_size:
             raise InternalError(f"the response of {len(out)} bytes exceeds max_response_size "

@@ -25,6 +25,7 @@ from torchwire.api.payload import header_view, json_body, read_body
 from torchwire.api.responses import json_response
 from torchwire.auth import ROTATABLE, KeyRing
 from torchwire.config import ModelSettings, Settings, model_settings_from_mapping
+from torchwire.config.values import to_bool
 from torchwire.errors import BadRequest, ConfigError
 from torchwire.registry import ModelRegistry
 from torchwire.store import ModelStore
@@ -35,8 +36,6 @@ Params = Mapping[str, Any]
 REGISTER_SETTINGS = ("batch_size", "max_batch_delay", "initial_workers", "response_timeout",
                      "startup_timeout")
 MAX_REGISTER_BODY = 64 * 1024
-_TRUE = ("true", "1", "yes")
-_FALSE = ("false", "0", "no")
 
 
 def status(message: str, code: int = 200) -> Response:
@@ -65,12 +64,10 @@ def bool_param(params: Params, key: str, default: bool) -> bool:
     raw = params.get(key)
     if raw is None or raw == "":
         return default
-    text = str(raw).strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise BadRequest(f"{key}={raw!r} is invalid; expected true or false")
+    try:
+        return to_bool(str(raw), key)
+    except ConfigError:
+        raise BadRequest(f"{key}={raw!r} is invalid; expected true or false") from None
 
 
 def register_overrides(params: Params) -> ModelSettings:

@@ -10,7 +10,7 @@ from starlette.requests import Request
 
 from torchwire.errors import BadRequest, PayloadTooLarge
 from torchwire.jsondoc import parse_json
-from torchwire.workers.protocol import Item, Param
+from torchwire.protocol import Item, Param
 
 EMPTY_BODY = (
     "the request body is empty: send the input as the body (curl -T file) "

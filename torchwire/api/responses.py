@@ -17,7 +17,7 @@ from torchwire.errors import (
     ServeError,
     error_for_status,
 )
-from torchwire.workers.protocol import Outcome
+from torchwire.protocol import Outcome
 
 log = logging.getLogger(__name__)
 

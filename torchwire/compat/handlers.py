@@ -21,8 +21,6 @@ from torchwire.handlers.image_classifier import ImageClassifier as _ImageClassif
 from torchwire.handlers.vision import AUTO_MODE
 from torchwire.handlers.vision import VisionHandler as _VisionHandler
 
-DESCRIBE_HEADER = "describe"
-
 
 class BaseHandler(_BaseHandler):
     """``ts.torch_handler.base_handler.BaseHandler`` on top of torchwire's."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import inspect
 import itertools
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -14,6 +13,8 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 import yaml
+
+from torchwire.handlers.labels import load_label_mapping as read_label_mapping
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +45,6 @@ def list_classes_from_module(module: ModuleType, parent_class: type | None = Non
     return [cls for cls in classes if issubclass(cls, parent_class)]
 
 
-def _label(value: Any, key: str) -> str:
-    if isinstance(value, list) and value:
-        value = value[-1]
-    if not isinstance(value, str):
-        raise ValueError(f"index_to_name label for {key!r} must be a string or a list of them")
-    return value
-
-
 def load_label_mapping(mapping_file_path: str | Path) -> dict[str, str] | None:
     """``{"0": "cat", ...}`` from an index_to_name.json; None (with a warning) if absent.
 
@@ -62,14 +55,7 @@ def load_label_mapping(mapping_file_path: str | Path) -> dict[str, str] | None:
     if not path.is_file():
         log.warning("%s is missing; results will have class indices, not names", path)
         return None
-    with path.open(encoding="utf-8") as fh:
-        mapping = json.load(fh)
-    if not isinstance(mapping, dict):
-        raise ValueError(f"{path} must hold a JSON object mapping class index to name")
-    names = mapping.get("object_type_names")
-    if isinstance(names, list):
-        return {str(i): str(name) for i, name in enumerate(names)}
-    return {str(key): _label(value, str(key)) for key, value in mapping.items()}
+    return read_label_mapping(path)
 
 
 def map_class_to_label(

@@ -7,7 +7,9 @@ Where a new key goes:
   (the converter, the ``TORCHWIRE_<KEY>``/``TS_<KEY>`` variables and the file key all
   follow from the field).  Document it in docs/configuration.md.
 - a per model version key: one field of :class:`~torchwire.config.models.ModelSettings`
-  in ``models.py``, declared with ``setting(converter, aliases=(TorchServe spellings))``.
+  in ``models.py``, declared with ``setting(converter, aliases=(TorchServe spellings))``;
+  its concrete value goes in ``ServingConfig`` (same module, filled by ``resolve``), and
+  its server-wide default, if any, in ``ModelStore._defaults``.
 - a new kind of value: a converter in ``values.py`` (``convert(value, key)``, raising
   ``ConfigError`` via ``invalid``); addresses live in ``addresses.py``.
 
@@ -23,7 +25,12 @@ the environment.
 """
 
 from torchwire.config.addresses import Address, parse_address
-from torchwire.config.models import ModelSettings, model_settings_from_mapping
+from torchwire.config.models import (
+    ModelSettings,
+    ServingConfig,
+    model_settings_from_mapping,
+    resolve,
+)
 from torchwire.config.properties import parse_properties
 from torchwire.config.settings import (
     DEFAULT_ALLOWED_URLS,
@@ -42,10 +49,12 @@ __all__ = [
     "Address",
     "Converter",
     "ModelSettings",
+    "ServingConfig",
     "Settings",
     "load_settings",
     "model_settings_from_mapping",
     "parse_address",
     "parse_properties",
+    "resolve",
     "warn_unknown_keys",
 ]

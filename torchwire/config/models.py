@@ -48,6 +48,45 @@ class ModelSettings:
         return dataclasses.replace(self, **changes)
 
 
+@dataclass(frozen=True)
+class ServingConfig:
+    """A model version's settings with every layer applied: each value concrete.
+
+    Made only by :func:`resolve`; the fields are :class:`ModelSettings`' own.
+    """
+
+    min_workers: int
+    max_workers: int
+    batch_size: int
+    max_batch_delay: int  # ms
+    response_timeout: float  # s
+    startup_timeout: float  # s
+    job_queue_size: int
+    device_type: str | None = None  # "cpu", "gpu" or None (gpu when one is visible)
+    gpu_ids: tuple[int, ...] | None = None
+
+
+def resolve(layered: ModelSettings) -> ServingConfig:
+    """The concrete settings of ``layered``, whose first layer set every number (the
+    server's defaults); ``max_workers`` is at least ``min_workers``."""
+
+    def need(name: str) -> int:
+        value = getattr(layered, name)
+        if value is None:
+            raise ConfigError(f"model setting {name} has no value; expected a server default")
+        return int(value)
+
+    low = need("min_workers")
+    return ServingConfig(
+        min_workers=low, max_workers=max(low, need("max_workers")),
+        batch_size=need("batch_size"), max_batch_delay=need("max_batch_delay"),
+        response_timeout=float(need("response_timeout")),
+        startup_timeout=float(need("startup_timeout")), job_queue_size=need("job_queue_size"),
+        device_type=layered.device_type,
+        gpu_ids=tuple(layered.gpu_ids) if layered.gpu_ids else None,
+    )
+
+
 _CONVERTERS = converters(ModelSettings)
 
 # Accepted key spelling -> ModelSettings field.

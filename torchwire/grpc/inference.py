@@ -1,6 +1,6 @@
 """TorchServe's InferenceAPIsService: Ping, Predictions and the two streaming forms.
 
-A prediction becomes the same :class:`~torchwire.workers.protocol.Item` the
+A prediction becomes the same :class:`~torchwire.protocol.Item` the
 REST API builds: each entry of the ``input`` map is one named parameter of
 the request's row, as bytes without a content type (as TorchServe passes
 them), and it goes through the model's batcher and workers.
@@ -21,10 +21,9 @@ from torchwire.grpc.generated import inference_pb2_grpc as pb_grpc
 from torchwire.grpc.generated.google.rpc import status_pb2
 from torchwire.grpc.status import abort, code_number, grpc_code, rpc, unexpected
 from torchwire.model import ModelVersion
-from torchwire.oip.request import outcome_failure
+from torchwire.protocol import Item, Param
 from torchwire.registry import ModelRegistry
 from torchwire.stream import ResponseStream
-from torchwire.workers.protocol import Item, Outcome, Param
 
 
 def metadata_headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
@@ -61,19 +60,13 @@ class InferenceService(pb_grpc.InferenceAPIsServiceServicer):
     def start(self, request: pb.PredictionsRequest,
               context: grpc.aio.ServicerContext) -> ResponseStream:
         model, item = self.target(request, context)
-        return model.infer_stream(item)
+        return model.submit(item)
 
     async def predict(self, request: pb.PredictionsRequest,
                       context: grpc.aio.ServicerContext) -> pb.PredictionResponse:
         """The whole answer; a streaming handler's chunks joined, as an HTTP client reads them."""
-        model, item = self.target(request, context)
-        partials: list[Outcome] = []
-        outcome = await model.infer(item, on_partial=partials.append)
-        parts = (*partials, outcome)
-        for part in parts:
-            if part.status >= 400:
-                raise outcome_failure(part)
-        body = b"".join(p.body for p in parts) if partials else outcome.body
+        parts = await self.start(request, context).results()
+        body = b"".join(p.body for p in parts) if len(parts) > 1 else parts[0].body
         return pb.PredictionResponse(prediction=body)
 
     async def replies(self, request: pb.PredictionsRequest,
@@ -82,9 +75,7 @@ class InferenceService(pb_grpc.InferenceAPIsServiceServicer):
         stream = self.start(request, context)
         try:
             async for outcome in stream:
-                if outcome.status >= 400:
-                    raise outcome_failure(outcome)
-                yield pb.PredictionResponse(prediction=outcome.body)
+                yield pb.PredictionResponse(prediction=outcome.check().body)
         finally:
             stream.close()
 

@@ -1,7 +1,13 @@
 """BaseHandler: TorchServe's handler contract, with torch imported only in workers.
 
-A handler's ``handle`` may put an ``Exception`` instance at a request's place in
-the returned list: that request alone gets the error, the others their results.
+``BaseHandler.handle`` is the one pipeline every built-in handler runs; subclasses
+override hooks, never ``handle``. A handler that defines ``prepare_row`` decodes each
+request on its own (a bad one gets its own error), then its inputs are collated,
+run, postprocessed and split back per request. A handler that overrides
+``preprocess`` instead gets TorchServe's contract: the whole batch in, one model
+input out. A handler's ``handle`` may put an ``Exception`` instance at a request's
+place in the returned list: that request alone gets the error, the others their
+results.
 """
 
 from __future__ import annotations
@@ -9,21 +15,21 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import inspect
-import json
 import logging
 import sys
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from torchwire.errors import ExplanationsNotSupported, HandlerError, InvalidInput
 from torchwire.handlers.context import Context
+from torchwire.handlers.labels import load_label_mapping
 
 log = logging.getLogger(__name__)
 
-EXPLAIN_HEADER = "explain"
-DESCRIBE_HEADER = "describe"  # set on the request behind GET /models/{m}?customized=true
 
 
 def import_file(path: Path) -> ModuleType:
@@ -40,33 +46,27 @@ def import_file(path: Path) -> ModuleType:
     return module
 
 
-def load_label_mapping(path: Path) -> dict[str, Any] | None:
-    """Read ``index_to_name.json`` if present: ``{"0": "cat", ...}``."""
-    if not path.is_file():
-        return None
-    with path.open(encoding="utf-8") as fh:
-        mapping = json.load(fh)
-    if not isinstance(mapping, dict):
-        raise HandlerError(f"{path.name} must hold a JSON object mapping class index to name")
-    return mapping
-
-
-def label_of(mapping: dict[str, Any] | None, index: int) -> str:
-    """The class name for ``index``; the index as a string when there is none.
-
-    A mapping value may be a name or a list whose last element is the name, as in
-    ImageNet's ``["n02123045", "tabby"]``.
-    """
-    name = mapping.get(str(index)) if mapping else None
-    if isinstance(name, list | tuple):
-        name = name[-1] if name else None
-    return str(index) if name is None else str(name)
-
-
 def merge_results(results: list[Any], failures: list[BaseException | None]) -> list[Any]:
     """The good rows' results in order, with each failed row's exception at its place."""
     good = iter(results)
     return [next(good) if err is None else err for err in failures]
+
+
+@dataclass
+class Prepared:
+    """A batch after per-request decoding: the model inputs, the request each came from,
+    per good request how many inputs it sent (and whether several), per request its failure."""
+
+    inputs: list[Any] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    counts: list[tuple[int, bool]] = field(default_factory=list)
+    failures: list[BaseException | None] = field(default_factory=list)
+
+    def add(self, row: dict[str, Any], inputs: list[Any], several: bool) -> None:
+        self.inputs += inputs
+        self.rows += [row] * len(inputs)
+        self.counts.append((len(inputs), several))
+        self.failures.append(None)
 
 
 def regroup(flat: list[Any], counts: list[tuple[int, bool]]) -> list[Any]:
@@ -233,20 +233,93 @@ class BaseHandler:
         return data.tolist()
 
     def handle(self, data: list[dict[str, Any]], context: Context) -> list[Any]:
+        """The one pipeline: describe, or decode per request, collate, infer, postprocess
+        and split back per request (TorchServe's whole-batch ``preprocess`` if overridden)."""
         self.context = context
         if self._is_describe():
             return [self.describe_handle()]
+        if not self._per_row():
+            return self._whole_batch(data)
+        with self.decoding():
+            prepared = self.prepare(data)
+        flat = self._run_inputs(prepared) if prepared.inputs else []
+        return merge_results(regroup(flat, prepared.counts), prepared.failures)
+
+    def _whole_batch(self, data: list[dict[str, Any]]) -> list[Any]:
+        """TorchServe's contract: ``preprocess`` turns the whole batch into one model input."""
+        self.begin_group([])
         batch = self.preprocess(data)
         if self._is_explain():
             return self.explain_handle(batch, data)
         return self.postprocess(self.inference(batch))
 
+    # -- hooks of the per-request pipeline ---------------------------------------
+    input_noun = "inputs"  # what check_count calls the inputs in its message
+
+    def _per_row(self) -> bool:
+        """True when the class defines ``prepare_row`` and keeps the ``preprocess`` that
+        goes with it; overriding ``preprocess`` takes the batch over (TorchServe's way)."""
+        cls = type(self)
+        owner: type[BaseHandler] = next(
+            (c for c in cls.__mro__ if "prepare_row" in vars(c)), BaseHandler)
+        return owner is not BaseHandler and cls.preprocess is owner.preprocess
+
+    def prepare_row(self, row: dict[str, Any]) -> tuple[list[Any], bool]:
+        """One request's model inputs, and whether it sent several; InvalidInput if unusable."""
+        raise NotImplementedError
+
+    def decoding(self) -> AbstractContextManager[Any]:
+        """The context the batch's requests are decoded in."""
+        return contextlib.nullcontext()
+
+    def prepare(self, data: list[dict[str, Any]]) -> Prepared:
+        """Decode each request on its own; a request that fails keeps its error."""
+        out = Prepared()
+        for row in data:
+            try:
+                inputs, several = self.prepare_row(row)
+            except InvalidInput as exc:
+                out.failures.append(exc)
+                continue
+            out.add(row, inputs, several)
+        return out
+
+    def batches(self, inputs: list[Any]) -> list[tuple[list[int], Any]]:
+        """``(positions, model input)`` groups of the decoded inputs; by default one."""
+        return [(list(range(len(inputs))), self.collate(inputs))]
+
+    def collate(self, inputs: list[Any]) -> Any:
+        """The model input for a group of decoded inputs."""
+        return inputs
+
+    def begin_group(self, positions: list[int]) -> None:
+        """A group of inputs (their positions among the batch's inputs) is about to run;
+        none under TorchServe's contract."""
+
+    def run_group(self, batch: Any, inputs: list[Any], rows: list[dict[str, Any]]) -> list[Any]:
+        if self._is_explain():
+            return self.explain_inputs(batch, inputs, rows)
+        return self.postprocess(self.inference(batch))
+
+    def explain_inputs(self, batch: Any, inputs: list[Any],
+                       rows: list[dict[str, Any]]) -> list[Any]:
+        return self.explain_handle(batch, rows)
+
+    def _run_inputs(self, prepared: Prepared) -> list[Any]:
+        results: list[Any] = [None] * len(prepared.inputs)
+        for idx, batch in self.batches(prepared.inputs):
+            inputs = [prepared.inputs[i] for i in idx]
+            self.begin_group(idx)
+            out = self.run_group(batch, inputs, [prepared.rows[i] for i in idx])
+            for i, result in zip(idx, check_count(self, out, len(idx), self.input_noun),
+                                 strict=True):
+                results[i] = result
+        return results
+
     # -- customized describe -----------------------------------------------------
     def _is_describe(self) -> bool:
-        ctx = self.context
-        return bool(
-            ctx and ctx.request_processor and ctx.get_request_header(0, DESCRIBE_HEADER) == "True"
-        )
+        """The batch is ``GET /models/{name}?customized=true``'s request."""
+        return self.context is not None and self.context.kind == "describe"
 
     def describe_handle(self) -> Any:
         """Metadata for ``GET /models/{name}?customized=true``; override to provide some."""
@@ -254,10 +327,7 @@ class BaseHandler:
 
     # -- explanations ------------------------------------------------------------
     def _is_explain(self) -> bool:
-        ctx = self.context
-        self.explain = bool(
-            ctx and ctx.request_processor and ctx.get_request_header(0, EXPLAIN_HEADER) == "True"
-        )
+        self.explain = self.context is not None and self.context.kind == "explain"
         return self.explain
 
     def explain_handle(self, data_preprocess: Any, raw_data: list[dict[str, Any]]) -> list[Any]:

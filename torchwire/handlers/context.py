@@ -14,6 +14,22 @@ from torchwire.errors import HandlerError
 
 Emit = Callable[[int, Any], None]
 
+KIND_HEADERS = ("explain", "describe")
+
+
+def ts_headers(headers: dict[str, str], kind: str) -> dict[str, str]:
+    """A request's headers as TorchServe's handlers see them for a batch of ``kind``.
+
+    TorchServe marks an explanation or describe request with an ``explain``/``describe``
+    header set to ``"True"``; handlers written for it read that. The mark is set here
+    only, from the batch's kind: a client's own ``explain``/``describe`` headers are
+    dropped, so no client can turn a prediction into something else.
+    """
+    clean = {k: v for k, v in headers.items() if k.lower() not in KIND_HEADERS}
+    if kind in KIND_HEADERS:
+        clean[kind] = "True"
+    return clean
+
 
 class RequestProcessor:
     """Headers of one request in, status and headers of its response out."""
@@ -78,14 +94,16 @@ class Context:
         self.model_yaml_config: dict[str, Any] = model_yaml_config or {}
         self.metrics = metrics
         self.request_ids: dict[int, str] = {}
+        self.kind = "predict"  # the current batch's: "predict", "explain" or "describe"
         self.request_processor: list[RequestProcessor] = []
         self._emit: Emit | None = None
 
     def start_batch(self, request_ids: list[str], headers: list[dict[str, str]],
-                    emit: Emit | None = None) -> None:
-        """A batch begins; ``emit`` delivers its intermediate responses (the worker's)."""
+                    emit: Emit | None = None, kind: str = "predict") -> None:
+        """A batch of ``kind`` begins; ``emit`` delivers its intermediate responses."""
+        self.kind = kind
         self.request_ids = dict(enumerate(request_ids))
-        self.request_processor = [RequestProcessor(h) for h in headers]
+        self.request_processor = [RequestProcessor(ts_headers(h, kind)) for h in headers]
         self._emit = emit
 
     def end_batch(self) -> None:

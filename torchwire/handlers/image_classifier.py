@@ -15,8 +15,9 @@ from typing import Any
 
 from torchwire.errors import InvalidInput
 from torchwire.handlers.attributions import integrated_gradients
-from torchwire.handlers.base import label_of, row_target
+from torchwire.handlers.base import row_target
 from torchwire.handlers.context import Context
+from torchwire.handlers.labels import label_of
 from torchwire.handlers.transforms import handler_config, positive_int
 from torchwire.handlers.vision import VisionHandler
 

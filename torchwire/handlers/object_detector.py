@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from torchwire.errors import HandlerError
-from torchwire.handlers.base import label_of
 from torchwire.handlers.context import Context
+from torchwire.handlers.labels import label_of
 from torchwire.handlers.transforms import fraction, handler_config
 from torchwire.handlers.vision import VisionHandler
 

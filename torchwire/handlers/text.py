@@ -10,18 +10,12 @@ runs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torchwire.errors import InvalidInput
-from torchwire.handlers.base import (
-    BaseHandler,
-    check_count,
-    input_fields,
-    merge_results,
-    regroup,
-)
+from torchwire.handlers.base import BaseHandler, input_fields
 from torchwire.handlers.context import Context
 from torchwire.handlers.tokens import Vocabulary, basic_english, clean, load_vocabulary, ngrams
 from torchwire.handlers.transforms import handler_config, positive_int
@@ -78,28 +72,12 @@ def text_fields(row: Any) -> tuple[list[tuple[str, Any]], bool]:
     return input_fields(row, TEXT_FIELDS, "text")
 
 
-def text_of(row: Any) -> str:
-    """The (first) text a request sent."""
-    (_, value), *_ = text_fields(row)[0]
-    return decode_text(value)
-
-
 @dataclass
 class Tokens:
     """One request's text as vocabulary ids, with the tokens they stand for."""
 
     ids: torch.Tensor
     tokens: list[str]
-
-
-@dataclass
-class _Prepared:
-    """The tokenised texts of a batch, the request of each, and per-request counts."""
-
-    items: list[Tokens] = field(default_factory=list)
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    counts: list[tuple[int, bool]] = field(default_factory=list)
-    failures: list[BaseException | None] = field(default_factory=list)
 
 
 class TextHandler(BaseHandler):
@@ -111,6 +89,7 @@ class TextHandler(BaseHandler):
     """
 
     ngrams: int = 1
+    input_noun = "texts"
 
     def initialize(self, context: Context) -> None:
         super().initialize(context)
@@ -134,7 +113,7 @@ class TextHandler(BaseHandler):
         ids = torch.as_tensor(self.source_vocab.ids(tokens), dtype=torch.long)
         return Tokens(ids, tokens)
 
-    def _prepare_row(self, row: dict[str, Any]) -> tuple[list[Tokens], bool]:
+    def prepare_row(self, row: dict[str, Any]) -> tuple[list[Any], bool]:
         fields, several = text_fields(row)
         items = []
         for name, value in fields:
@@ -144,20 +123,6 @@ class TextHandler(BaseHandler):
                 raise InvalidInput(f"field {name!r}: {exc}" if several else str(exc)) from exc
         return items, several
 
-    def _prepare(self, data: list[dict[str, Any]]) -> _Prepared:
-        out = _Prepared()
-        for row in data:
-            try:
-                items, several = self._prepare_row(row)
-            except InvalidInput as exc:
-                out.failures.append(exc)
-                continue
-            out.items += items
-            out.rows += [row] * len(items)
-            out.counts.append((len(items), several))
-            out.failures.append(None)
-        return out
-
     def collate(self, items: list[Tokens]) -> Any:
         """The model input for a batch: by default the id tensors as a list."""
         return [item.ids for item in items]
@@ -165,16 +130,6 @@ class TextHandler(BaseHandler):
     def explain_rows(self, items: list[Tokens], rows: list[dict[str, Any]]) -> list[Any]:
         return [self.get_insights(item, row, None) for item, row in zip(items, rows, strict=True)]
 
-    def handle(self, data: list[dict[str, Any]], context: Context) -> list[Any]:
-        """Run the batch; a request whose text is unusable gets its own error."""
-        self.context = context
-        if type(self).preprocess is not BaseHandler.preprocess:
-            return super().handle(data, context)
-        prepared = self._prepare(data)
-        items, results = prepared.items, []
-        if items and self._is_explain():
-            results = self.explain_rows(items, prepared.rows)
-        elif items:
-            results = self.postprocess(self.inference(self.collate(items)))
-        check_count(self, results, len(items), "texts")
-        return merge_results(regroup(results, prepared.counts), prepared.failures)
+    def explain_inputs(self, batch: Any, inputs: list[Any],
+                       rows: list[dict[str, Any]]) -> list[Any]:
+        return self.explain_rows(inputs, rows)

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from torchwire.errors import ExplanationsNotSupported, InvalidInput
 from torchwire.handlers.attributions import integrated_gradients
-from torchwire.handlers.base import label_of, row_target
+from torchwire.handlers.base import row_target
 from torchwire.handlers.context import Context
+from torchwire.handlers.labels import label_of
 from torchwire.handlers.text import TextHandler, Tokens
 from torchwire.handlers.transforms import handler_config, positive_int
 

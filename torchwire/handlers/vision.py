@@ -12,19 +12,13 @@ field is answered with a list: one answer per file, in the order the files were 
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from PIL import Image
 
 from torchwire.errors import HandlerError, InvalidInput
-from torchwire.handlers.base import (
-    BaseHandler,
-    check_count,
-    input_fields,
-    merge_results,
-    one_thread,
-    regroup,
-)
+from torchwire.handlers.base import BaseHandler, Prepared, input_fields, one_thread
 from torchwire.handlers.context import Context
 from torchwire.handlers.images import AUTO_MODE, DEFAULT_MODE, decode_image
 from torchwire.handlers.transforms import (
@@ -49,17 +43,6 @@ def image_fields(row: Any) -> tuple[list[tuple[str, Any]], bool]:
     return input_fields(row, SINGLE_FIELDS, "image")
 
 
-class _Prepared:
-    """The decoded images of a batch: tensors, their owners and their original sizes."""
-
-    def __init__(self) -> None:
-        self.tensors: list[torch.Tensor] = []
-        self.sizes: list[tuple[int, int]] = []  # (width, height) before transforms
-        self.counts: list[tuple[int, bool]] = []  # per good row: images, sent several
-        self.rows: list[dict[str, Any]] = []  # per tensor: the request it came from
-        self.failures: list[BaseException | None] = []
-
-
 class VisionHandler(BaseHandler):
     """Base for image models: decode, transform and batch images; one 400 per bad image.
 
@@ -74,6 +57,7 @@ class VisionHandler(BaseHandler):
 
     image_processing: Transform | None = None
     image_mode: str = DEFAULT_MODE
+    input_noun = "images"
     transform_defaults: ClassVar[dict[str, Any]] = IMAGENET
 
     def initialize(self, context: Context) -> None:
@@ -107,7 +91,11 @@ class VisionHandler(BaseHandler):
 
         return torch.stack([self.preprocess_one(row) for row in data])
 
-    def _prepare_row(self, row: dict[str, Any], out: _Prepared) -> None:
+    def prepare(self, data: list[dict[str, Any]]) -> Prepared:
+        self._decoded_sizes: list[tuple[int, int]] = []  # per input, as prepare_row adds them
+        return super().prepare(data)
+
+    def prepare_row(self, row: dict[str, Any]) -> tuple[list[Any], bool]:
         fields, several = image_fields(row)
         tensors, sizes = [], []
         for name, value in fields:
@@ -117,20 +105,14 @@ class VisionHandler(BaseHandler):
                 raise InvalidInput(f"field {name!r}: {exc}" if several else str(exc)) from exc
             sizes.append(image.size)
             tensors.append(self.preprocess_image(image))
-        out.tensors += tensors
-        out.sizes += sizes
-        out.rows += [row] * len(tensors)
-        out.counts.append((len(tensors), several))
+        self._decoded_sizes += sizes
+        return tensors, several
 
-    def _prepare(self, data: list[dict[str, Any]]) -> _Prepared:
-        out = _Prepared()
-        for row in data:
-            try:
-                self._prepare_row(row, out)
-                out.failures.append(None)
-            except InvalidInput as exc:
-                out.failures.append(exc)
-        return out
+    def decoding(self) -> AbstractContextManager[Any]:
+        return one_thread()  # per-image transforms gain nothing from many threads
+
+    def begin_group(self, positions: list[int]) -> None:
+        self.image_sizes = [self._decoded_sizes[i] for i in positions]
 
     def batches(self, tensors: list[torch.Tensor]) -> list[tuple[list[int], Any]]:
         """Model inputs for ``tensors``: one stacked batch per distinct image shape."""
@@ -140,33 +122,3 @@ class VisionHandler(BaseHandler):
         for i, tensor in enumerate(tensors):
             groups.setdefault(tuple(tensor.shape), []).append(i)
         return [(idx, torch.stack([tensors[i] for i in idx])) for idx in groups.values()]
-
-    # -- the pipeline --------------------------------------------------------------
-    def _overrides_preprocess(self) -> bool:
-        return type(self).preprocess is not VisionHandler.preprocess
-
-    def _run(self, batch: Any, rows: list[dict[str, Any]]) -> list[Any]:
-        if self._is_explain():
-            return self.explain_handle(batch, rows)
-        return self.postprocess(self.inference(batch))
-
-    def _run_all(self, prepared: _Prepared) -> list[Any]:
-        results: list[Any] = [None] * len(prepared.tensors)
-        for idx, batch in self.batches(prepared.tensors):
-            self.image_sizes = [prepared.sizes[i] for i in idx]
-            rows = [prepared.rows[i] for i in idx]
-            out = check_count(self, self._run(batch, rows), len(idx), "images")
-            for i, result in zip(idx, out, strict=True):
-                results[i] = result
-        return results
-
-    def handle(self, data: list[dict[str, Any]], context: Context) -> list[Any]:
-        """Run the batch; a request whose image fails to decode gets its own error."""
-        self.context = context
-        if self._overrides_preprocess():
-            self.image_sizes = []
-            return self._run(self.preprocess(data), data)
-        with one_thread():
-            prepared = self._prepare(data)
-        flat = self._run_all(prepared) if prepared.tensors else []
-        return merge_results(regroup(flat, prepared.counts), prepared.failures)

@@ -34,10 +34,10 @@ import numpy as np
 
 from torchwire.errors import HandlerError, InvalidInput, error_for_status
 from torchwire.handlers.context import Context
+from torchwire.handlers.outcome import as_serve_error, error_outcome, jsonable
 from torchwire.oip.metadata import output_names
 from torchwire.oip.tensor import BYTES, Tensor, join_bytes, split_bytes
-from torchwire.workers.outcome import as_serve_error, error_outcome
-from torchwire.workers.protocol import Item, Outcome
+from torchwire.protocol import Item, Outcome
 
 _NUMPY: dict[str, str] = {
     "BOOL": "?", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
@@ -117,7 +117,7 @@ def value_tensor(name: str, value: Any) -> Tensor:
         arr = _list_array(value)
         if arr is not None:
             return array_tensor(name, arr)
-    text = json.dumps(value, default=_tolist).encode()
+    text = json.dumps(value, default=jsonable).encode()
     return Tensor(name, BYTES, (1,), join_bytes([text]), {STR_PARAMETER: JSON})
 
 
@@ -131,13 +131,6 @@ def _list_array(value: list[Any] | tuple[Any, ...]) -> np.ndarray | None:
     if arr.dtype.kind in "US" and arr.size:
         return arr.astype(object)
     return None
-
-
-def _tolist(value: Any) -> Any:
-    tolist = getattr(value, "tolist", None)
-    if callable(tolist):
-        return tolist()
-    raise TypeError(f"object of type {type(value).__name__} is not JSON serializable")
 
 
 def array_tensor(name: str, value: Any) -> Tensor:
@@ -175,7 +168,7 @@ def tensor_outcome(result: Any, ctx: Context, idx: int, handler: str) -> Outcome
         return error_outcome(as_serve_error(result, handler))
     status, _ = ctx.get_response_status(idx)
     if status >= 400:
-        message = result if isinstance(result, str) else json.dumps(result, default=_tolist)
+        message = result if isinstance(result, str) else json.dumps(result, default=jsonable)
         return error_outcome(error_for_status(status, message))
     try:
         tensors = result_tensors(result, output_names(ctx.model_yaml_config))

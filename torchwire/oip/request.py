@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torchwire
-from torchwire.errors import BadRequest, InternalError, ServeError
+from torchwire.errors import BadRequest, InternalError
 from torchwire.model import ModelVersion
 from torchwire.oip.metadata import check_inputs, metadata_of
 from torchwire.oip.tensor import TENSORS_CONTENT_TYPE, Tensor, decode_tensors
-from torchwire.workers.outcome import outcome_error
-from torchwire.workers.protocol import Item, Outcome, Param
+from torchwire.protocol import PREDICT, Item, Kind, Param
 
 SERVER_NAME = "torchwire"
 
@@ -48,26 +47,16 @@ def check_request(req: InferRequest) -> None:
         raise BadRequest("every input needs a name")
 
 
-def outcome_failure(outcome: Outcome) -> ServeError:
-    """A failed Outcome as the error it was, keeping the worker's type name."""
-    err = outcome_error(outcome)
-    if outcome.error_type:
-        err.type_name = outcome.error_type  # type: ignore[misc]
-    return err
-
-
 def to_item(req: InferRequest, request_id: str, headers: dict[str, str]) -> Item:
     return Item(request_id, tuple(Param(t.name, t) for t in req.inputs), headers)
 
 
 async def infer(model: ModelVersion, req: InferRequest, request_id: str,
-                headers: dict[str, str], explain: bool = False) -> list[Tensor]:
+                headers: dict[str, str], kind: Kind = PREDICT) -> list[Tensor]:
     """Run ``req`` on ``model``; the output tensors the request asked for."""
     check_request(req)
     check_inputs(metadata_of(model), model.name, req.inputs)
-    outcome = await model.infer(to_item(req, request_id, headers), explain)
-    if outcome.status >= 400:
-        raise outcome_failure(outcome)
+    outcome = await model.submit(to_item(req, request_id, headers), kind).result()
     if outcome.content_type != TENSORS_CONTENT_TYPE:
         raise InternalError("the worker answered an OIP request without tensors")
     return select_outputs(decode_tensors(outcome.body), req.outputs, model.name)

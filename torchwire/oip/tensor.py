@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from torchwire.errors import BadRequest
-from torchwire.workers.protocol import Item
+from torchwire.protocol import Item
 
 BYTES = "BYTES"
 _BIG_ENDIAN = sys.byteorder == "big"

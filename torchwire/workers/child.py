@@ -21,20 +21,20 @@ from pathlib import Path
 from typing import Any
 
 from torchwire.compat import enable_ts_compat
+from torchwire.config.environment import worker_log_level
 from torchwire.errors import HandlerError, InvalidInput
-from torchwire.handlers.base import DESCRIBE_HEADER, EXPLAIN_HEADER
 from torchwire.handlers.context import Context
 from torchwire.handlers.loader import Service, resolve
 from torchwire.handlers.metrics import MetricsCache
+from torchwire.handlers.outcome import as_serve_error, error_outcome, result_outcome
 from torchwire.jsondoc import parse_json
 from torchwire.oip.tensor import is_tensor_item
-from torchwire.workers.outcome import as_serve_error, error_outcome, result_outcome
-from torchwire.workers.partials import PartialSender, Send
-from torchwire.workers.protocol import (
+from torchwire.protocol import (
     Batch,
     BatchDone,
     FrameWriter,
     Item,
+    Kind,
     LoadFailed,
     Outcome,
     Param,
@@ -45,6 +45,7 @@ from torchwire.workers.protocol import (
     encode,
     recv_message,
 )
+from torchwire.workers.partials import PartialSender, Send
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +105,10 @@ class Worker:
         return emit
 
     def _call(self, rows: list[dict[str, Any]], items: list[Item], positions: list[int],
-              explain: bool, sender: PartialSender) -> list[Any]:
-        headers = [dict(i.headers) for i in items]
-        if explain:
-            for h in headers:
-                if DESCRIBE_HEADER not in h:  # a describe request runs alone, like explain
-                    h[EXPLAIN_HEADER] = "True"
+              kind: Kind, sender: PartialSender) -> list[Any]:
         sender.attempt(positions)
-        self.ctx.start_batch([i.request_id for i in items], headers,
-                             self._emitter(items, positions, sender))
+        self.ctx.start_batch([i.request_id for i in items], [dict(i.headers) for i in items],
+                             self._emitter(items, positions, sender), kind)
         try:
             results = self.service.handle(rows, self.ctx)
         finally:
@@ -126,14 +122,14 @@ class Worker:
         return [outcome_of(r, self.ctx, i, name, items[i]) for i, r in enumerate(results)]
 
     def _run_rows(self, rows: list[dict[str, Any]], items: list[Item], positions: list[int],
-                  explain: bool, sender: PartialSender) -> list[Any]:
+                  kind: Kind, sender: PartialSender) -> list[Any]:
         try:
-            return self._call(rows, items, positions, explain, sender)
+            return self._call(rows, items, positions, kind, sender)
         except Exception as exc:  # noqa: BLE001 - user code may raise anything
             if len(rows) == 1:
                 return [error_outcome(as_serve_error(exc, self.service.name))]
             # Find the culprit: run each request alone so only the bad one fails.
-            return [self._run_rows([r], [i], [p], explain, sender)[0]
+            return [self._run_rows([r], [i], [p], kind, sender)[0]
                     for r, i, p in zip(rows, items, positions, strict=True)]
 
     def run(self, batch: Batch, send: Send | None = None) -> list[Outcome]:
@@ -150,7 +146,7 @@ class Worker:
         if rows:
             items = [batch.items[i] for i in good]
             sender = PartialSender(send, batch.batch_id, len(batch.items))
-            done = self._run_rows(rows, items, good, batch.explain, sender)
+            done = self._run_rows(rows, items, good, batch.kind, sender)
             for idx, outcome in zip(good, done, strict=True):
                 outcomes[idx] = outcome
         return [o for o in outcomes if o is not None]
@@ -230,7 +226,7 @@ def serve(sock: socket.socket, worker: Worker) -> None:
 
 def main(argv: list[str]) -> int:
     logging.basicConfig(
-        level=os.environ.get("TORCHWIRE_WORKER_LOG_LEVEL", "INFO"),
+        level=worker_log_level(),
         format=f"%(asctime)s [worker {os.getpid()}] %(levelname)s %(name)s: %(message)s",
     )
     sock = socket.socket(fileno=int(argv[1]))

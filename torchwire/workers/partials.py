@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from torchwire.workers.protocol import Outcome, Partial
+from torchwire.protocol import Outcome, Partial
 
 Send = Callable[[object], None]
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from torchwire.protocol import WorkerSpec
 from torchwire.workers.process import WorkerHooks, WorkerLoadError, WorkerProcess
-from torchwire.workers.protocol import WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,8 @@ class PoolEvents:
 
 
 class WorkerPool:
+    worker_type: type[WorkerProcess] = WorkerProcess  # tests put a fake child behind it
+
     def __init__(
         self,
         name: str,
@@ -112,7 +114,7 @@ class WorkerPool:
         backoff = BACKOFF_START
         failures = 0
         while True:
-            worker = WorkerProcess(
+            worker = self.worker_type(
                 f"{self.name}-{slot}", self.make_spec(), self.hooks, self.response_timeout,
                 self.log_dir is not None, self.heartbeat_timeout,
             )

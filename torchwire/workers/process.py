@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import subprocess
 import sys
@@ -21,21 +20,14 @@ from dataclasses import dataclass
 from typing import IO
 
 from torchwire.batching import Job
-from torchwire.errors import (
-    RequestTimeout,
-    ServeError,
-    ServiceUnavailable,
-    WorkerDied,
-    WorkerUnresponsive,
-)
+from torchwire.config.environment import environment
+from torchwire.errors import RequestTimeout, ServeError, WorkerDied, WorkerUnresponsive
 from torchwire.logs import MODEL_LOG
-from torchwire.workers import heartbeat
-from torchwire.workers.protocol import (
+from torchwire.protocol import (
     HEADER,
     Batch,
     BatchDone,
     LoadFailed,
-    Outcome,
     Partial,
     Ping,
     Ready,
@@ -43,6 +35,7 @@ from torchwire.workers.protocol import (
     decode,
     encode,
 )
+from torchwire.workers import heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +63,7 @@ class WorkerHooks:
 
 
 def worker_env(threads: int, gpu_id: int | None) -> dict[str, str]:
-    env = dict(os.environ)
+    env = environment()
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[key] = str(threads)
     if gpu_id is not None:
@@ -355,5 +348,3 @@ def _fail(jobs: list[Job], err: ServeError) -> None:
     for job in jobs:
         job.fail(err)
 
-
-__all__ = ["WorkerProcess", "WorkerHooks", "WorkerLoadError", "ServiceUnavailable", "Outcome"]

@@ -58,6 +58,7 @@ class ToyHandler:
         return {"echo": text, "batch": batch}
 
     def _block(self, path):
+        open(path + ".started", "w").close()  # a test may wait for this (no sleeps)
         return {"released": _wait_for(path)}
 
     def _record(self, value):

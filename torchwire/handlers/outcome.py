@@ -10,7 +10,7 @@ from typing import Any
 
 from torchwire.errors import HandlerError, InvalidInput, ServeError, error_for_status
 from torchwire.handlers.context import Context
-from torchwire.workers.protocol import Outcome
+from torchwire.protocol import Failure, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,13 @@ def as_serve_error(exc: BaseException, handler: str) -> ServeError:
 
 
 def error_outcome(err: ServeError) -> Outcome:
+    """A failed answer: the error's JSON body, and the error itself as the typed field."""
     body = json.dumps(err.to_json()).encode()
-    return Outcome(err.status, body, JSON, error_type=err.type_name)
+    return Outcome(err.status, body, JSON, error=Failure(err.status, err.type_name, err.message))
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``json.dumps``'s ``default``: arrays and tensors as lists (their ``tolist()``)."""
     tolist = getattr(value, "tolist", None)
     if callable(tolist):
         return tolist()
@@ -62,7 +64,7 @@ def _encode(result: Any) -> tuple[bytes, str]:
         return bytes(result), "application/octet-stream"
     if isinstance(result, str):
         return result.encode(), "text/plain; charset=utf-8"
-    return json.dumps(result, default=_jsonable).encode(), JSON
+    return json.dumps(result, default=jsonable).encode(), JSON
 
 
 def result_outcome(result: Any, ctx: Context, idx: int, handler: str) -> Outcome:
@@ -75,14 +77,15 @@ def result_outcome(result: Any, ctx: Context, idx: int, handler: str) -> Outcome
     headers = dict(ctx.get_response_headers(idx))
     content_type = headers.pop("content-type", content_type)
     status, _ = ctx.get_response_status(idx)
-    return Outcome(status, body, content_type, headers)
+    error = _handler_failure(status, body) if status >= 400 else None
+    return Outcome(status, body, content_type, headers, error)
 
 
-def outcome_error(outcome: Outcome) -> ServeError:
-    """The ServeError a failed Outcome stands for (its status, the message of its body)."""
+def _handler_failure(status: int, body: bytes) -> Failure:
+    """A handler answered with an error status of its own: its body's message says why."""
     try:
-        data = json.loads(outcome.body)
+        data = json.loads(body)
         message = str(data.get("message", data))
     except (ValueError, AttributeError):
-        message = outcome.body.decode(errors="replace")
-    return error_for_status(outcome.status, message)
+        message = body.decode(errors="replace")
+    return Failure(status, error_for_status(status, message).type_name, message)

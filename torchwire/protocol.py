@@ -12,9 +12,17 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+from torchwire.errors import ServeError, error_for_status
 
 HEADER = struct.Struct(">Q")
+
+Kind = Literal["predict", "explain", "describe"]
+"""What a batch asks of the handler; explain and describe requests run alone."""
+PREDICT: Kind = "predict"
+EXPLAIN: Kind = "explain"
+DESCRIBE: Kind = "describe"
 
 
 @dataclass(frozen=True)
@@ -56,18 +64,45 @@ class Item:
 class Batch:
     batch_id: int
     items: tuple[Item, ...]
-    explain: bool = False
+    kind: Kind = PREDICT
+
+    @property
+    def explain(self) -> bool:
+        return self.kind == EXPLAIN
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why an answer failed, built once where it failed (in the worker)."""
+
+    status: int
+    type_name: str  # TorchServe's, e.g. "InvalidInputException"
+    message: str
+
+    def as_error(self) -> ServeError:
+        """The ServeError this failure stands for, with its status and type name."""
+        return error_for_status(self.status, self.message, self.type_name)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """One request's answer: status, body bytes and headers to send back."""
+    """One request's answer: status, body bytes and headers to send back.
+
+    ``error`` is set when the answer is a failure (status >= 400); ``body`` is then
+    what an HTTP client sees (the error's JSON, or the handler's own body).
+    """
 
     status: int
     body: bytes
     content_type: str
     headers: dict[str, str] = field(default_factory=dict)
-    error_type: str = ""
+    error: Failure | None = None
+
+    def check(self) -> Outcome:
+        """This outcome if it is an answer; its ServeError raised if it is a failure."""
+        if self.error is not None:
+            raise self.error.as_error()
+        return self
 
 
 @dataclass(frozen=True)
