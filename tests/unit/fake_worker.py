@@ -85,7 +85,10 @@ class FakeChild:
             elif isinstance(message, Batch):
                 self.batches.put(message)
             elif isinstance(message, Ping):  # the heartbeat, answered as the real child does
-                self.writer.send(Pong(message.seq))
+                try:
+                    self.writer.send(Pong(message.seq))
+                except OSError:
+                    return  # the front closed the socket
 
     def next_batch(self, timeout: float = 10.0) -> Batch:
         return self.batches.get(timeout=timeout)
