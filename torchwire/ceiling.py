@@ -4,7 +4,8 @@ Every worker is a process holding a copy of its model: asking for more than the
 machine can run only swaps memory and slows everyone (and a huge count would
 spawn without end). ``max_workers_per_model`` and ``max_workers_total`` cap them;
 by default a model may have one worker per core's worth of torch threads (or one
-per GPU, where there are more GPUs), and the server four times that.
+per GPU, where there are more GPUs), and the server one worker per
+:data:`WORKER_MEMORY` of physical memory (at least the per-model default).
 """
 
 from __future__ import annotations
@@ -15,6 +16,18 @@ from collections.abc import Iterable
 from torchwire.config import Settings
 from torchwire.errors import BadRequest
 from torchwire.model import ModelVersion
+
+WORKER_MEMORY = 512 * 1024**2
+"""What one worker costs at least (a Python process with torch and a small model)."""
+
+
+def memory_workers() -> int:
+    """The workers this machine's physical memory holds at :data:`WORKER_MEMORY` each."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 0
+    return max(0, total // WORKER_MEMORY)
 
 
 def machine_workers(settings: Settings, gpu_count: int) -> int:
@@ -27,7 +40,7 @@ class WorkerCeiling:
     def __init__(self, settings: Settings, gpu_count: int) -> None:
         machine = machine_workers(settings, gpu_count)
         self.per_model = settings.max_workers_per_model or machine
-        self.total = settings.max_workers_total or 4 * machine
+        self.total = settings.max_workers_total or max(machine, memory_workers())
 
     def check(self, model: ModelVersion, low: int, high: int,
               models: Iterable[ModelVersion]) -> None:

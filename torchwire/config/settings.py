@@ -92,7 +92,8 @@ class Settings:
     max_compression_ratio: int = setting(int_at_least(1), 100)  # unpacked per archive byte
     # None: what the machine runs (cores // torch_threads, or GPUs where more)
     max_workers_per_model: int | None = setting(optional(int_at_least(1)))
-    max_workers_total: int | None = setting(optional(int_at_least(1)))  # None: 4 x that
+    # None: one worker per 512 MiB of physical memory
+    max_workers_total: int | None = setting(optional(int_at_least(1)))
     worker_heartbeat_timeout: int = setting(int_at_least(1), 5)  # s without a heartbeat
     unknown: dict[str, str] = field(default_factory=dict)  # unrecognised file keys
 
