@@ -182,6 +182,14 @@ def run_ceiling(case: ModelCase, batch_sizes: list[int], batch_size: int, delay:
     return {r["batch_size"]: r for r in results}
 
 
+def ceiling_for(case: ModelCase, args: argparse.Namespace,
+                concurrencies: tuple[int, ...]) -> dict[int, dict[str, float]]:
+    """The in-process ceiling at batch 1 and at each batch the concurrencies can form."""
+    bs = args.batch_size
+    sizes = sorted({1} | {min(bs, c) for c in concurrencies})
+    return run_ceiling(case, sizes, bs, args.max_batch_delay, args.workers, args.ceiling_seconds)
+
+
 # --------------------------------------------------------------------------- the server
 
 
@@ -199,9 +207,9 @@ def free_ports(n: int) -> list[int]:
 
 
 def write_config(path: Path, store: Path, ports: list[int], case: ModelCase,
-                 batch_size: int, delay: int, workers: int) -> None:
+                 batch_size: int, delay: int, workers: int, policy: str = "adaptive") -> None:
     models = {case.name: {case.version: {
-        "batchSize": batch_size, "maxBatchDelay": delay,
+        "batchSize": batch_size, "maxBatchDelay": delay, "batchPolicy": policy,
         "minWorkers": workers, "maxWorkers": workers,
     }}}
     lines = [
@@ -360,20 +368,21 @@ def running_server(cmd: list[str], log_file: Path) -> Iterator[ServerProcess]:
 
 
 def bench_model(case: ModelCase, tmp: Path, store: Path, args: argparse.Namespace,
-                concurrencies: tuple[int, ...]) -> ModelReport:
+                concurrencies: tuple[int, ...],
+                ceiling: dict[int, dict[str, float]] | None = None) -> ModelReport:
+    """One server run; ``ceiling`` (from :func:`ceiling_for`) is measured when not given."""
     report = ModelReport(case)
     bs, delay, workers = args.batch_size, args.max_batch_delay, args.workers
-    ceil_sizes = sorted({1} | {min(bs, c) for c in concurrencies})
-    report.ceiling = run_ceiling(case, ceil_sizes, bs, delay, workers, args.ceiling_seconds)
+    report.ceiling = ceiling or ceiling_for(case, args, concurrencies)
     for r in report.ceiling.values():
         if r["failed_items"]:
             report.notes.append(f"{case.name}: the ceiling had {r['failed_items']} failed items "
                                 f"at batch size {r['batch_size']}: {r['first_error']}")
     ports = free_ports(5)
-    run_dir = tmp / f"run-{case.name}"
+    run_dir = tmp / f"run-{case.name}-{args.batch_policy}"
     run_dir.mkdir()
     config = run_dir / "config.properties"
-    write_config(config, store, ports, case, bs, delay, workers)
+    write_config(config, store, ports, case, bs, delay, workers, args.batch_policy)
     cmd = [*torchwire_command(), "start", "--foreground", "--model-store", str(store),
            "--models", f"{case.name}={case.archive.name}", "--ts-config", str(config),
            "--log-location", str(run_dir / "logs")]
@@ -440,7 +449,7 @@ def print_report(reports: list[ModelReport], args: argparse.Namespace,
     print()
     print(f"torchwire HTTP benchmark: {os.cpu_count()} CPU(s), loadavg before run "
           f"{args.loadavg}, load generator on {loop_name()}, {args.workers} worker(s), "
-          f"max_batch_delay {args.max_batch_delay} ms")
+          f"max_batch_delay {args.max_batch_delay} ms, batch policy {args.batch_policy}")
     line = "  ".join(h.rjust(w) if i else h.ljust(w) for i, (h, w) in
                      enumerate(zip(headers, widths, strict=True)))
     print(line)
@@ -456,7 +465,8 @@ def print_report(reports: list[ModelReport], args: argparse.Namespace,
         if c1 is not None and one is not None:
             overhead = c1.load.p50_ms - one["batch_p50_ms"]
             waiting = (f"; includes up to max_batch_delay={args.max_batch_delay} ms of "
-                       f"waiting for a batch to fill" if args.batch_size > 1 else "")
+                       f"waiting for a batch to fill" if args.batch_size > 1
+                       and args.batch_policy == "torchserve" else "")
             print(f"{name}: server overhead p50 at c=1: {overhead:.2f} ms "
                   f"(server p50 {c1.load.p50_ms:.2f} ms - ceiling batch-of-1 p50 "
                   f"{one['batch_p50_ms']:.3f} ms{waiting})")
@@ -488,6 +498,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--max-batch-delay", type=int, default=5, help="milliseconds")
     ap.add_argument("--workers", type=int, default=1, help="workers per model")
+    ap.add_argument("--batch-policy", choices=("adaptive", "torchserve"), default="adaptive",
+                    help="batchPolicy per model (default adaptive; torchserve: a short batch "
+                         "always waits max_batch_delay)")
     ap.add_argument("--concurrency", default=",".join(map(str, CONCURRENCIES)),
                     help="comma-separated concurrency levels (default: 1,4,16)")
     ap.add_argument("--max-seconds", type=float, default=15.0,

@@ -234,7 +234,8 @@ def server(example_store: Path,
     models = {
         "digits": {"1.0": {"batchSize": 8, "maxBatchDelay": 20},
                    "2.0": {"batchSize": 1, "maxBatchDelay": 0}},
-        "toy": {"1.0": {"batchSize": 8, "maxBatchDelay": 200}},
+        # TorchServe's batch rule, so requests sent together are batched together
+        "toy": {"1.0": {"batchSize": 8, "maxBatchDelay": 200, "batchPolicy": "torchserve"}},
     }
     config = {"max_request_size": 200000, "job_queue_size": 500,
               "models": json.dumps(models)}

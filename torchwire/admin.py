@@ -23,7 +23,7 @@ from typing import Any
 from torchwire.ceiling import WorkerCeiling
 from torchwire.config import ModelSettings, Settings
 from torchwire.describe import describe_model, list_page
-from torchwire.download import DownloadLimits, Downloads
+from torchwire.download import Downloads, download_limits
 from torchwire.errors import BadRequest, ConfigError, InternalError, ModelAPIDisabled
 from torchwire.model import ModelState, ModelVersion
 from torchwire.protocol import DESCRIBE, Item
@@ -70,12 +70,14 @@ Seen = Callable[[ModelVersion], None]
 
 
 class ModelAdmin:
-    def __init__(self, registry: ModelRegistry, store: ModelStore, settings: Settings) -> None:
+    def __init__(self, registry: ModelRegistry, store: ModelStore, settings: Settings,
+                 on_change: Callable[[], None] | None = None) -> None:
         self.registry = registry
         self.store = store
         self.settings = settings
         self.ceiling = WorkerCeiling(settings, store.gpus.count)
         self.downloads = Downloads()  # cut at shutdown
+        self.on_change = on_change  # the models changed (the server writes a snapshot)
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- describe and list ---------------------------------------------------------
@@ -111,7 +113,7 @@ class ModelAdmin:
         if high < low:
             raise BadRequest("max_worker cannot be less than min_worker.")
         self.ceiling.check(model, low, high, self.registry)
-        work = model.scale(low, high, scaling.drain)
+        work = self._then_changed(model.scale(low, high, scaling.drain))
         if not scaling.synchronous:
             self._background(work, f"scaling {name} {model.version} to {low}")
             return Answer(PROCESSING, model, pending=True)
@@ -128,6 +130,7 @@ class ModelAdmin:
 
     def set_default(self, name: str, version: str) -> str:
         self.registry.set_default(name, version)
+        self._changed()
         return f'Default version successfully updated for model "{name}" to "{version}"'
 
     # -- register and unregister -----------------------------------------------------
@@ -151,13 +154,14 @@ class ModelAdmin:
         if seen is not None:
             seen(model)
         log.info("registered %s %s from %s", model.name, model.version, reg.url)
-        return await self._start(model, reg.synchronous)
+        answer = await self._start(model, reg.synchronous)
+        self._changed()
+        return answer
 
     async def _build(self, reg: Registration) -> ModelVersion:
         s = self.settings
-        limits = DownloadLimits(s.max_download_size, float(s.download_timeout))
         path, downloaded = await fetch(reg.url, s.model_store, s.allowed_urls,
-                                       self.store.work_dir, limits, self.downloads)
+                                       self.store.work_dir, download_limits(s), self.downloads)
         spec = ModelSpec(str(path), reg.name, reg.handler)
         try:
             model = await asyncio.to_thread(self.store.build, spec, _pinned(reg.overrides))
@@ -192,6 +196,7 @@ class ModelAdmin:
     async def unregister(self, name: str, version: str | None) -> Answer:
         self.require_model_api("deleting models")
         model = self.registry.remove(name, version)
+        self._changed()
         await model.stop(model.config.response_timeout)  # answers what it accepted first
         self._discard(model)
         log.info("unregistered %s %s", model.name, model.version)
@@ -201,6 +206,14 @@ class ModelAdmin:
         self.store.discard(Path(model.model_dir))
 
     # -- background work ---------------------------------------------------------------
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    async def _then_changed(self, work: Coroutine[Any, Any, None]) -> None:
+        await work
+        self._changed()
+
     def _background(self, work: Coroutine[Any, Any, None], what: str) -> None:
         task = asyncio.get_running_loop().create_task(work, name=what)
         self._tasks.add(task)

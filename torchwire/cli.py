@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from torchwire.archive.cli import add_archive_flags, run_archive
-from torchwire.config import Settings, load_settings
+from torchwire.config import Settings, config_file_from_env, load_settings
 from torchwire.errors import ConfigError
 from torchwire.store import ModelSpec, parse_model_arg
 
@@ -37,7 +37,7 @@ def add_start_flags(p: argparse.ArgumentParser) -> None:
                    help="TorchServe config.properties file")
     p.add_argument("--foreground", action="store_true", help="stay in the foreground")
     p.add_argument("--ncs", "--no-config-snapshots", action="store_true",
-                   help="accepted for TorchServe compatibility (torchwire takes no snapshots)")
+                   help="neither write config snapshots nor restore the last one")
     p.add_argument("--log-location", help="folder for logs (default ./logs)")
     p.add_argument("--inference-address", help="e.g. http://127.0.0.1:8080")
     p.add_argument("--management-address", help="e.g. http://127.0.0.1:8081")
@@ -76,6 +76,10 @@ def cli_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def model_specs(args: argparse.Namespace, settings: Settings) -> list[ModelSpec]:
+    if settings.model_snapshot is not None:
+        if args.models or settings.load_models:
+            log.info("restoring the snapshot's models; --models / load_models are ignored")
+        return []
     names = [m for arg in args.models for m in arg.split(",") if m] or settings.load_models
     return [parse_model_arg(m) for m in names]
 
@@ -83,16 +87,23 @@ def model_specs(args: argparse.Namespace, settings: Settings) -> list[ModelSpec]
 def start_foreground(args: argparse.Namespace) -> int:
     from torchwire.logs import configure_logging
     from torchwire.server import default_log_dir, run_server
+    from torchwire.snapshot import latest_snapshot
 
     config = Path(args.ts_config) if args.ts_config else None
     settings = load_settings(cli_settings(args), config_path=config)
     log_dir = default_log_dir(settings)
     configure_logging(log_dir)
+    restoring = config is None and not args.ncs and config_file_from_env() is None
+    snapshot = latest_snapshot(log_dir / "config") if restoring else None
+    if snapshot is not None:
+        log.info("starting from the snapshot %s", snapshot)
+        settings = load_settings(cli_settings(args), config_path=snapshot)
+        log_dir = default_log_dir(settings)
     if settings.log_location is None:
         from dataclasses import replace
 
         settings = replace(settings, log_location=log_dir)
-    run_server(settings, model_specs(args, settings))
+    run_server(settings, model_specs(args, settings), snapshots=not args.ncs)
     return 0
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
+from torchwire.config import Settings
 from torchwire.errors import BadRequest, ServeError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,10 @@ MAX_REDIRECTS = 5
 class DownloadLimits:
     max_size: int = 4 * 1024**3  # bytes
     timeout: float = 600.0  # s for the whole download
+
+
+def download_limits(settings: Settings) -> DownloadLimits:
+    return DownloadLimits(settings.max_download_size, float(settings.download_timeout))
 
 
 class Downloads:

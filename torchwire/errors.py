@@ -76,6 +76,13 @@ class RequestTimeout(ServeError):
     type_name = "RequestTimeoutException"
 
 
+class ClientGone(ServeError):
+    """The client closed its connection or cancelled its call; nobody reads this answer."""
+
+    status = 499
+    type_name = "ClientClosedRequest"
+
+
 class Conflict(ServeError):
     status = 409
     type_name = "ConflictStatusException"

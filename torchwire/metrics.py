@@ -4,13 +4,11 @@ Workers never write metrics themselves: each finished batch comes back to the fr
 with its timings (and the handler's own ``context.metrics`` records), and the front
 records them here. So the numbers are right with any number of worker processes.
 
-TorchServe's names are kept so that dashboards built for it keep working:
-``ts_inference_requests_total``, ``ts_inference_latency_microseconds``,
-``ts_queue_latency_microseconds`` (labels ``model_name``, ``model_version``,
-``hostname``) and ``Requests2XX``/``Requests4XX``/``Requests5XX`` (labels ``Level``,
-``Hostname``). Those are counters whose names do not end in ``_total``, which
-prometheus_client would rename, so :class:`PlainCounter` renders them under their
-exact names. Everything else is prometheus_client's own.
+TorchServe's metrics (``metrics.yaml``'s ``ts_metrics`` and ``model_metrics``: by
+default ``ts_inference_requests_total``, ``Requests2XX``, ``QueueTime``, the system
+metrics, ``HandlerTime``, ...) keep TorchServe's names, dimensions and text format
+(:mod:`torchwire.ts_metrics`), so that dashboards built for it keep working.
+torchwire's own ``torchwire_*`` histograms and gauges are prometheus_client's.
 """
 
 from __future__ import annotations
@@ -18,15 +16,18 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
-from prometheus_client.utils import floatToGoString
 
+from torchwire.metrics_yaml import DEFAULT_SPEC, MetricsSpec
 from torchwire.protocol import DESCRIBE, BatchDone, MetricRecord
+from torchwire.system_metrics import SystemMetrics
+from torchwire.ts_metrics import FrontendMetrics, ModelMetrics, TsFamily, ts_text
 
 if TYPE_CHECKING:
     from torchwire.batching import Job
@@ -39,54 +40,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0, 60.0, 120.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
-CUSTOM_BUCKETS = (0.001, 0.01, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000,
-                   2500, 5000, 10000)
 MODEL_LABELS = ("model_name", "model_version")
-TS_LABELS = ("model_name", "model_version", "hostname")
-HOST_LABELS = ("Level", "Hostname")
-MAX_HANDLER_METRICS = 200
-MAX_SERIES = 2000
-
-
-# --------------------------------------------------------------------------- exact names
-
-
-class _PlainFamily(Metric):
-    """A counter family rendered under its exact name (see :func:`render_family`)."""
-
-
-class PlainCounter:
-    """A labelled counter exposed as ``name`` exactly, with ``# TYPE name counter``."""
-
-    def __init__(self, name: str, documentation: str, labels: Sequence[str],
-                 registry: CollectorRegistry) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.labels = tuple(labels)
-        self.values: dict[tuple[str, ...], float] = {}
-        registry.register(self)
-
-    def inc(self, values: tuple[str, ...], amount: float = 1.0) -> None:
-        self.values[values] = self.values.get(values, 0.0) + amount
-
-    def collect(self) -> Iterator[Metric]:
-        family = _PlainFamily(self.name, self.documentation, "counter")
-        for values, total in self.values.items():
-            family.add_sample(self.name, dict(zip(self.labels, values, strict=True)), total)
-        yield family
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-
-
-def _plain_text(family: Metric) -> str:
-    doc = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
-    lines = [f"# HELP {family.name} {doc}\n", f"# TYPE {family.name} counter\n"]
-    for sample in family.samples:
-        labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels.items())
-        lines.append(f"{sample.name}{{{labels}}} {floatToGoString(sample.value)}\n")
-    return "".join(lines)
 
 
 class _One:
@@ -98,8 +52,8 @@ class _One:
 
 
 def render_family(family: Metric) -> str:
-    if isinstance(family, _PlainFamily):
-        return _plain_text(family)
+    if isinstance(family, TsFamily):
+        return ts_text(family)
     return generate_latest(_One(family)).decode()
 
 
@@ -140,107 +94,56 @@ class ModelGauges:
             ready.add_metric(key, 1.0 if model.ready else 0.0)
             restarts.add_metric(key, model.pool.events.restarts)
         yield from (queue, live, ready, restarts)
+        yield from scheduling_families(self.models)
 
 
-# --------------------------------------------------------------------------- handler metrics
-
-
-class _HandlerFamily:
-    def __init__(self, kind: str, labels: tuple[str, ...], sink: PlainCounter | Gauge | Histogram):
-        self.kind = kind
-        self.labels = labels
-        self.sink = sink
-        self.series: set[tuple[str, ...]] = set()
-
-    def apply(self, values: tuple[str, ...], value: float) -> None:
-        if isinstance(self.sink, PlainCounter):
-            self.sink.inc(values, value)
-        elif isinstance(self.sink, Gauge):
-            self.sink.labels(*values).set(value)
-        else:
-            self.sink.labels(*values).observe(value)
-
-
-class HandlerMetrics:
-    """What handlers record through ``context.metrics``, each name one Prometheus family.
-
-    A family's kind and dimension names are fixed by its first record; records that
-    disagree, names that clash with the server's own metrics, and families or series
-    past the limits are dropped with one warning each.
-    """
-
-    def __init__(self, registry: CollectorRegistry, hostname: str) -> None:
-        self.registry = registry
-        self.hostname = hostname
-        self.families: dict[str, _HandlerFamily] = {}
-        self._warned: set[str] = set()
-
-    def record(self, records: Iterable[MetricRecord]) -> None:
-        for rec in records:
-            labels = dict(rec.labels)
-            labels.setdefault("Hostname", self.hostname)
-            family = self.families.get(rec.name) or self._create(rec, tuple(labels))
-            if family is not None and self._accepts(family, rec, labels):
-                values = tuple(labels.values())
-                family.series.add(values)
-                family.apply(values, rec.value)
-
-    def _accepts(self, family: _HandlerFamily, rec: MetricRecord, labels: dict[str, str]) -> bool:
-        if family.kind != rec.kind or family.labels != tuple(labels):
-            self._warn(rec.name, f"it is a {family.kind} with dimensions {list(family.labels)}; "
-                                 f"got a {rec.kind} with {list(labels)}")
-            return False
-        if tuple(labels.values()) not in family.series and len(family.series) >= MAX_SERIES:
-            self._warn(rec.name, f"it has {MAX_SERIES} series already")
-            return False
-        return True
-
-    def _create(self, rec: MetricRecord, labels: tuple[str, ...]) -> _HandlerFamily | None:
-        if len(self.families) >= MAX_HANDLER_METRICS:
-            self._warn(rec.name, f"handlers defined {MAX_HANDLER_METRICS} metrics already")
-            return None
-        doc = f"Handler metric ({rec.kind}{', unit: ' + rec.unit if rec.unit else ''})"
-        try:
-            family = _HandlerFamily(rec.kind, labels, self._sink(rec, doc, labels))
-        except ValueError as exc:  # clashes with a metric of the server, or a reserved label
-            self._warn(rec.name, str(exc))
-            return None
-        self.families[rec.name] = family
-        return family
-
-    def _sink(self, rec: MetricRecord, doc: str,
-              labels: tuple[str, ...]) -> PlainCounter | Gauge | Histogram:
-        if rec.kind == "counter":
-            return PlainCounter(rec.name, doc, labels, self.registry)
-        if rec.kind == "gauge":
-            return Gauge(rec.name, doc, labels, registry=self.registry)
-        return Histogram(rec.name, doc, labels, buckets=CUSTOM_BUCKETS, registry=self.registry)
-
-    def _warn(self, name: str, why: str) -> None:
-        if name not in self._warned:
-            self._warned.add(name)
-            log.warning("handler metric %s is dropped: %s", name, why)
+def scheduling_families(models: ModelRegistry) -> Iterator[Metric]:
+    """Workers wanted, elastic scale decisions, and queued requests dropped unanswered."""
+    wanted = GaugeMetricFamily("torchwire_workers_wanted",
+                               "Workers the model version runs now (the elastic scaler's or "
+                               "the scale API's count)", labels=MODEL_LABELS)
+    scaled = CounterMetricFamily("torchwire_worker_scale_events",
+                                 "Workers added (up) or retired (down) by the elastic scaler",
+                                 labels=(*MODEL_LABELS, "direction"))
+    dropped = CounterMetricFamily("torchwire_requests_cancelled",
+                                  "Queued requests dropped before any worker computed them: "
+                                  "client_gone (it disconnected or cancelled) or deadline "
+                                  "(its X-Request-Timeout passed; answered 408)",
+                                  labels=(*MODEL_LABELS, "reason"))
+    for model in models:
+        key = [model.name, model.version]
+        wanted.add_metric(key, model.pool.wanted)
+        scaled.add_metric([*key, "up"], model.elastic.events.up)
+        scaled.add_metric([*key, "down"], model.elastic.events.down)
+        dropped.add_metric([*key, "client_gone"], model.batcher.stats.cancelled)
+        dropped.add_metric([*key, "deadline"], model.batcher.stats.expired)
+    yield from (wanted, scaled, dropped)
 
 
 # --------------------------------------------------------------------------- the metrics
 
 
+@dataclass(frozen=True)
+class MetricsOptions:
+    """What ``metrics_config``, ``metrics_mode`` and ``model_metrics_auto_detect`` chose."""
+
+    spec: MetricsSpec = DEFAULT_SPEC
+    mode: str = "prometheus"
+    auto_detect: bool = True  # undeclared handler metrics are added (else dropped)
+    gpus: int = 0  # GPU system metrics through NVML when > 0
+
+
 class Metrics:
     """The server's metrics; one instance per server, with its own registry."""
 
-    def __init__(self, hostname: str | None = None) -> None:
+    def __init__(self, hostname: str | None = None,
+                 options: MetricsOptions | None = None) -> None:
         disable_created_metrics()  # no *_created series: TorchServe has none either
+        opts = options or MetricsOptions()
         self.hostname = hostname or socket.gethostname()
+        self.mode = opts.mode
         self.registry = reg = CollectorRegistry(auto_describe=True)
-        ts_doc = "Torchserve prometheus counter metric with unit: "
-        self.ts_requests = PlainCounter("ts_inference_requests_total", ts_doc + "Count",
-                                        TS_LABELS, reg)
-        self.ts_latency = PlainCounter("ts_inference_latency_microseconds",
-                                       ts_doc + "Microseconds", TS_LABELS, reg)
-        self.ts_queue = PlainCounter("ts_queue_latency_microseconds", ts_doc + "Microseconds",
-                                     TS_LABELS, reg)
-        self.responses = {cls: PlainCounter(f"Requests{cls}XX", ts_doc + "Count", HOST_LABELS,
-                                            reg) for cls in (2, 4, 5)}
+        self.ts = FrontendMetrics(opts.spec, opts.mode, self.hostname, reg)
         self.request_latency = Histogram(
             "torchwire_request_latency_seconds",
             "Time from a request's arrival to its answer (queue + handler)",
@@ -254,7 +157,9 @@ class Metrics:
         self.batch_size = Histogram(
             "torchwire_batch_size", "Requests per batch sent to a worker",
             MODEL_LABELS, buckets=BATCH_BUCKETS, registry=reg)
-        self.handler_metrics = HandlerMetrics(reg, self.hostname)
+        self.handler_metrics = ModelMetrics(opts.spec, opts.mode, self.hostname, reg,
+                                            opts.auto_detect)
+        self.system = SystemMetrics(opts.gpus)
 
     def watch(self, models: ModelRegistry) -> None:
         """Expose the live gauges of every registered model version."""
@@ -268,27 +173,52 @@ class Metrics:
         if not jobs:
             return
         key = (model.name, model.version)
-        ts_key = (*key, self.hostname)
         now = time.perf_counter()
         self.batch_size.labels(*key).observe(len(jobs))
         self.handler_time.labels(*key).observe(done.handler_ms / 1000)
+        self._ts_batch(model, jobs, done, now)
         for job in jobs:
             latency = max(0.0, now - job.received)
             queued = max(0.0, job.sent - job.received)
             self.request_latency.labels(*key).observe(latency)
             self.queue_time.labels(*key).observe(queued)
-            self.ts_latency.inc(ts_key, latency * 1e6)
-            self.ts_queue.inc(ts_key, queued * 1e6)
-        self.ts_requests.inc(ts_key, len(jobs))
+
+    def _ts_batch(self, model: ModelVersion, jobs: list[Job], done: BatchDone,
+                  now: float) -> None:
+        """TorchServe's frontend and default model metrics for one answered batch."""
+        ts = {"model_name": model.name, "model_version": model.version,
+              "hostname": self.hostname}
+        host = {"Level": "Host", "Hostname": self.hostname}
+        for job in jobs:
+            queued = max(0.0, job.sent - job.received)
+            self.ts.add("ts_inference_latency_microseconds", ts,
+                        max(0.0, now - job.received) * 1e6)
+            self.ts.add("ts_queue_latency_microseconds", ts, queued * 1e6)
+            self.ts.add("QueueTime", host, queued * 1000)
+        self.ts.add("ts_inference_requests_total", ts, len(jobs))
+        away = (now - min(j.sent for j in jobs)) * 1000
+        self.ts.add("WorkerThreadTime", host, max(0.0, away - done.handler_ms))
+        labels = (("ModelName", model.name), ("Level", "Model"))
+        request_id = jobs[0].item.request_id
+        self.handler_metrics.record(
+            MetricRecord(name, "gauge", done.handler_ms, "ms", labels, request_id)
+            for name in ("HandlerTime", "PredictionTime"))
 
     def count_response(self, status: int) -> None:
         """Requests2XX/4XX/5XX: every response of the inference and management APIs."""
-        counter = self.responses.get(status // 100)
-        if counter is not None:
-            counter.inc(("Host", self.hostname))
+        if status // 100 in (2, 4, 5):
+            self.ts.add(f"Requests{status // 100}XX",
+                        {"Level": "Host", "Hostname": self.hostname}, 1)
+
+    def sample_system(self) -> None:
+        """Record TorchServe's system metrics now (on scrape, or each metric_time_interval)."""
+        for reading in self.system.readings():
+            self.ts.add(reading.name, reading.dims, reading.value)
 
     # -- exposition ----------------------------------------------------------------
     def render(self, names: Collection[str] = ()) -> bytes:
+        if self.mode == "prometheus":
+            self.sample_system()
         wanted = set(names)
         families = (f for f in self.registry.collect() if selected(f, wanted))
         return "".join(render_family(f) for f in families).encode()

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from torchwire.archive import Manifest
-from torchwire.batching import Batcher, Job
+from torchwire.batching import Batcher, Job, deadline_of
 from torchwire.config.models import ServingConfig
 from torchwire.devices import GpuAllocator
 from torchwire.errors import DependencyInstallError, ServiceUnavailable
 from torchwire.protocol import PREDICT, BatchDone, Item, Kind, Outcome, WorkerSpec
 from torchwire.requirements import ModelRequirements
 from torchwire.stream import ResponseStream
+from torchwire.workers.elastic import ElasticScaler
 from torchwire.workers.pool import WorkerPool
 from torchwire.workers.process import WorkerHooks, WorkerProcess
 
@@ -72,17 +73,20 @@ class ModelVersion:
         self._requirements_lock = asyncio.Lock()
         self.installing = False  # pip is installing requirements.txt; requests queue meanwhile
         self._scaling = asyncio.Lock()
-        self.batcher = Batcher(config.batch_size, config.max_batch_delay, config.job_queue_size)
+        self.batcher = Batcher(config.batch_size, config.max_batch_delay, config.job_queue_size,
+                               config.batch_policy)
         hooks = WorkerHooks(self.batcher.slot_free, self.batcher.requeue, self._batch_done)
         self.pool = WorkerPool(
             f"{self.name}-{self.version}", self._spec, hooks, config.response_timeout,
             config.startup_timeout, log_dir, on_failed=self._load_failed,
             heartbeat_timeout=heartbeat_timeout,
         )
+        self.elastic = ElasticScaler(self, config.elastic)
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self, workers: int | None = None) -> None:
         self.batcher.start()
+        self.elastic.start()
         await self.scale(self.config.min_workers if workers is None else workers)
 
     async def scale(self, workers: int, max_workers: int | None = None,
@@ -98,8 +102,15 @@ class ModelVersion:
             if workers > 0 and not await self._install_requirements():
                 return
             drain = self.config.response_timeout if drain_timeout is None else drain_timeout
+            self.elastic.reset()
             await self.pool.scale(workers, drain)
         await self.pool.wait_started()
+
+    async def resize(self, workers: int) -> None:
+        """The elastic scaler's move, kept within the scale API's floor and ceiling."""
+        async with self._scaling:
+            low, high = self.config.min_workers, self.config.max_workers
+            await self.pool.scale(min(high, max(low, workers)), self.config.response_timeout)
 
     async def _install_requirements(self) -> bool:
         """Install requirements.txt before the first worker starts; False if pip failed."""
@@ -120,6 +131,7 @@ class ModelVersion:
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
         """Answer every request already accepted (within ``drain_timeout``), then stop."""
+        await self.elastic.stop()
         await self._drain(drain_timeout)
         self.unloading = True
         await self.pool.stop(drain_timeout)
@@ -193,10 +205,12 @@ class ModelVersion:
         """Queue ``item``; its answers (intermediate responses, then the final) stream back.
 
         ``await model.submit(item).result()`` is the final answer or raises its ServeError.
+        A request's ``X-Request-Timeout`` header (or gRPC deadline) bounds its waits.
         """
         self._check_servable()
         loop = asyncio.get_running_loop()
-        job = Job(item, loop.create_future(), loop.time(), kind)
+        now = loop.time()
+        job = Job(item, loop.create_future(), now, kind, deadline=deadline_of(item, now))
         stream = ResponseStream(job, self.answer_limit)
         self.batcher.submit(job)
         return stream

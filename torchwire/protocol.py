@@ -114,6 +114,7 @@ class MetricRecord:
     value: float
     unit: str = ""
     labels: tuple[tuple[str, str], ...] = ()
+    request_id: str = ""  # the request the value belongs to, when the handler said
 
 
 @dataclass(frozen=True)

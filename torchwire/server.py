@@ -43,8 +43,10 @@ from torchwire.config.environment import environment
 from torchwire.devices import GpuAllocator, visible_gpu_count
 from torchwire.errors import ServeError
 from torchwire.grpc.server import Authorizer, GrpcListeners
-from torchwire.metrics import Metrics
+from torchwire.metrics import Metrics, MetricsOptions
+from torchwire.metrics_yaml import DEFAULT_SPEC, load_metrics_config
 from torchwire.registry import ModelRegistry
+from torchwire.snapshot import Restorer, SnapshotWriter, read_models
 from torchwire.store import ModelSpec, ModelStore
 
 log = logging.getLogger(__name__)
@@ -91,15 +93,19 @@ def bind_all(addresses: list[Address]) -> list[socket.socket]:
 
 
 class Server:
-    def __init__(self, settings: Settings, models: list[ModelSpec]) -> None:
+    def __init__(self, settings: Settings, models: list[ModelSpec],
+                 snapshots: bool = True) -> None:
         self.settings = settings
         self.model_specs = models
         self.registry = ModelRegistry()
         self.gpus = GpuAllocator(visible_gpu_count(environment(), settings.number_of_gpu))
-        self.metrics = Metrics()
+        self.metrics = Metrics(options=metrics_options(settings, self.gpus.count))
         self.metrics.watch(self.registry)
         self.store = ModelStore(settings, self.gpus, observer=self.metrics.observe_batch)
-        self.admin = ModelAdmin(self.registry, self.store, settings)  # for REST and gRPC
+        self.snapshots = SnapshotWriter(default_log_dir(settings) / "config", settings,
+                                        self.registry, enabled=snapshots)
+        self.admin = ModelAdmin(self.registry, self.store, settings,  # for REST and gRPC
+                                on_change=self.snapshots.changed)
         self.policy = policy_for(settings)
         self.keys: KeyRing | None = None
         self._stop = asyncio.Event()
@@ -170,7 +176,8 @@ class Server:
             shutil.rmtree(self.store.work_dir, ignore_errors=True)
             raise
         self.start_auth()
-        self.registry.starting = bool(self.model_specs)
+        self.registry.starting = (bool(self.model_specs)
+                                 or self.settings.model_snapshot is not None)
         serving = [self._serve(name, addr, app, sock)
                    for (name, addr, app), sock in zip(self.apps(), sockets, strict=True)]
         if self.keys is not None:
@@ -179,11 +186,19 @@ class Server:
                                   self.grpc_authorizer, self.admin)
         await self.grpc.start()
         tasks = [loop.create_task(c) for c in serving]
+        if self.metrics.mode != "prometheus":  # system metrics go to ts_metrics.log
+            tasks.append(loop.create_task(self.log_system_metrics()))
         try:
             await self.load_startup_models()
             await self._stop.wait()
         finally:
             await self.shutdown(tasks)
+
+    async def log_system_metrics(self) -> None:
+        while not self._stop.is_set():
+            self.metrics.sample_system()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.settings.metric_time_interval)
 
     async def _serve(self, name: str, address: Address, app: Starlette,
                      sock: socket.socket) -> None:
@@ -204,15 +219,32 @@ class Server:
         return str(path) if path is not None else None
 
     async def load_startup_models(self) -> None:
-        specs = self.model_specs
-        if any(s.url == "all" for s in specs):
-            specs = [ModelSpec(p.name) for p in self.store.archives()]
         try:
-            await asyncio.gather(*(self.load(spec) for spec in specs))
+            if self.settings.model_snapshot is not None:
+                await self.restore(self.settings.model_snapshot)
+            else:
+                await self.load_models()
         finally:
             self.registry.starting = False
         log.info("torchwire %s ready: %d model version(s) loaded", torchwire.__version__,
                  sum(1 for _ in self.registry))
+        self.snapshots.save("startup")
+
+    async def restore(self, model_snapshot: str) -> None:
+        """Register the models of the snapshot the settings came from (``--models`` ignored)."""
+        try:
+            entries = read_models(model_snapshot)
+        except ServeError as exc:
+            self.registry.startup_failures["model_snapshot"] = exc.message
+            log.error("cannot restore the snapshot: %s", exc.message)
+            return
+        await Restorer(self.store, self.registry, self.settings, self.snapshots).restore(entries)
+
+    async def load_models(self) -> None:
+        specs = self.model_specs
+        if any(s.url == "all" for s in specs):
+            specs = [ModelSpec(p.name) for p in self.store.archives()]
+        await asyncio.gather(*(self.load(spec) for spec in specs))
 
     async def load(self, spec: ModelSpec) -> None:
         try:
@@ -234,6 +266,7 @@ class Server:
     async def shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         log.info("stopping: draining requests and workers")
         self.admin.downloads.stop_all()  # a registration's download never delays the stop
+        self.snapshots.save("shutdown")
         if self.grpc is not None:
             await self.grpc.stop()
         for listener in self._listeners:
@@ -256,13 +289,23 @@ def raise_fd_limit() -> None:
             log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
 
 
-def run_server(settings: Settings, models: list[ModelSpec]) -> None:
+def metrics_options(settings: Settings, gpus: int) -> MetricsOptions:
+    """metrics_config (TorchServe's default set without one), mode and auto-detection."""
+    path = settings.metrics_config
+    spec = load_metrics_config(path) if path is not None else DEFAULT_SPEC
+    auto = settings.model_metrics_auto_detect
+    return MetricsOptions(spec, settings.metrics_mode, path is None if auto is None else auto,
+                          gpus)
+
+
+def run_server(settings: Settings, models: list[ModelSpec], snapshots: bool = True) -> None:
+    server = Server(settings, models, snapshots)
     try:
         import uvloop
     except ImportError:
-        asyncio.run(Server(settings, models).run())
+        asyncio.run(server.run())
         return
-    uvloop.run(Server(settings, models).run())
+    uvloop.run(server.run())
 
 
 def default_log_dir(settings: Settings) -> Path:

@@ -139,6 +139,8 @@ class ModelStore:
             min_workers=workers, max_workers=workers, batch_size=s.batch_size,
             max_batch_delay=s.max_batch_delay, response_timeout=s.default_response_timeout,
             startup_timeout=s.default_startup_timeout, job_queue_size=s.job_queue_size,
+            batch_policy=s.batch_policy, elastic_workers=s.elastic_workers,
+            scale_up_wait_ms=s.scale_up_wait_ms, scale_down_after=s.scale_down_after,
         )
 
 

@@ -15,7 +15,7 @@ import asyncio
 from collections import deque
 
 from torchwire.batching import Job
-from torchwire.errors import InternalError, RequestTimeout
+from torchwire.errors import ClientGone, InternalError
 from torchwire.protocol import Outcome
 
 MAX_BUFFERED = 64 * 1024 * 1024  # bytes of one request's chunks that may wait unread
@@ -84,14 +84,19 @@ class ResponseStream:
         while not self._chunks and not future.done():
             self._wake = wake = future.get_loop().create_future()
             try:
-                async with asyncio.timeout(self._limit):
+                async with asyncio.timeout(self._job.wait_limit(self._limit)):
                     await wake
             except TimeoutError:
+                err = self._job.timeout_error(self._limit)
+                self._job.give_up(err)  # still queued: it is never dispatched
                 self.close()
-                raise RequestTimeout(f"no worker answered within {self._limit:g} s") from None
+                raise err from None
             finally:
                 self._wake = None
         self._check_overflow()
+        if future.cancelled():
+            self.finished = True
+            raise ClientGone(f"request {self.request_id}: the client left before its answer")
         if self._chunks:
             self.partials += 1
             chunk = self._chunks.popleft()
@@ -99,6 +104,11 @@ class ResponseStream:
             return chunk
         self._detach()
         return future.result()
+
+    def abandon(self) -> None:
+        """The client left: stop listening, and wake the reader (it raises ClientGone)."""
+        self.close()
+        self._wakeup()
 
     async def results(self) -> list[Outcome]:
         """Every answer in order (intermediate ones, then the final one).

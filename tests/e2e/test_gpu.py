@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import start_server, stop_server, toy_archive
@@ -43,3 +44,20 @@ def test_gpu_workers_get_their_own_gpu_and_match_cpu(tmp_path: Path, example_sto
     for g, cpu in zip(gpu_answers, cpu_answers, strict=True):
         assert list(g) == list(cpu)
         assert all(abs(g[k] - cpu[k]) < 1e-4 for k in g)
+
+
+def test_gpu_system_metrics_on_scrape(tmp_path: Path, example_store: Path) -> None:
+    """NVML's readings per DeviceId, with TorchServe's names, on a real GPU machine."""
+    server = start_server(tmp_path, example_store, ["digits=digits.mar"], {})
+    try:
+        text = httpx.get(f"{server.metrics_url}/metrics").text
+    finally:
+        stop_server(server)
+    for name in ("GPUMemoryUtilization", "GPUMemoryUsed", "GPUUtilization"):
+        lines = [line for line in text.splitlines() if line.startswith(name + "{")]
+        assert len(lines) >= torch.cuda.device_count(), name
+        assert all('DeviceId="' in line and 'Level="Host"' in line for line in lines)
+        assert all(0 <= float(line.rsplit(" ", 1)[1]) for line in lines)
+    used = [float(x.rsplit(" ", 1)[1]) for x in text.splitlines()
+            if x.startswith("GPUMemoryUtilization{")]
+    assert all(u <= 100 for u in used)

@@ -27,7 +27,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     handler_archive(store, "stream", TOY / "stream_handler.py", store / "stream")
     handler_archive(store, "tsstream", TSHANDLERS / "streaming_ts.py", store / "tsstream")
     models = {
-        "stream": {"1.0": {"batchSize": 2, "maxBatchDelay": 5000}},
+        # TorchServe's batch rule: two requests sent together always share one batch
+        "stream": {"1.0": {"batchSize": 2, "maxBatchDelay": 5000, "batchPolicy": "torchserve"}},
         "stream1": {"1.0": {"batchSize": 1, "maxBatchDelay": 0}},
         "ticker": {"1.0": {"batchSize": 1, "maxBatchDelay": 0, "responseTimeout": 2}},
     }

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import TOY
 from torchwire.batching import Job
 from torchwire.compat.streaming import send_intermediate_predict_response
-from torchwire.errors import HandlerError
+from torchwire.errors import HandlerError, RequestTimeout
 from torchwire.handlers.context import Context
 from torchwire.protocol import Batch, Item, Outcome, Param, Partial, WorkerSpec
 from torchwire.stream import ResponseStream
@@ -118,3 +118,19 @@ def test_an_intermediate_response_extends_the_callers_wait() -> None:
         return await stream.results()
 
     assert asyncio.run(wait_past_the_first_deadline()) == [CHUNK, final]
+
+
+def test_a_clients_deadline_bounds_the_wait_even_after_an_intermediate_response() -> None:
+    async def wait() -> float:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        item = text_item("r", "x")
+        job = Job(item, loop.create_future(), start, deadline=start + 0.3)
+        stream = ResponseStream(job, 10.0)
+        assert job.on_partial is not None
+        loop.call_later(0.1, job.on_partial, CHUNK)  # the model is at work; still 0.3 s
+        with pytest.raises(RequestTimeout, match="X-Request-Timeout"):
+            await stream.results()
+        return loop.time() - start
+
+    assert asyncio.run(wait()) < 5.0

@@ -20,17 +20,18 @@ def test_plain_counters_keep_their_names(metrics: Metrics) -> None:
     metrics.count_response(404)
     metrics.count_response(302)  # not counted
     text = metrics.render().decode()
-    assert "# TYPE Requests2XX counter\nRequests2XX{Level=\"Host\",Hostname=\"host-a\"} 2.0\n" \
+    assert "# TYPE Requests2XX counter\nRequests2XX{Level=\"Host\",Hostname=\"host-a\",} 2.0\n" \
         in text
-    assert 'Requests4XX{Level="Host",Hostname="host-a"} 1.0' in text
+    assert 'Requests4XX{Level="Host",Hostname="host-a",} 1.0' in text
     assert "# TYPE Requests5XX counter\n# HELP" in text  # no sample yet, as TorchServe
     assert "Requests2XX_total" not in text and "_created" not in text
 
 
 def test_label_values_are_escaped(metrics: Metrics) -> None:
-    metrics.ts_requests.inc(('we"ird\\name', "1.0", "h\nx"), 3)
+    metrics.ts.add("ts_inference_requests_total",
+                   {"model_name": 'we"ird\\name', "model_version": "1.0", "hostname": "h\nx"}, 3)
     text = metrics.render().decode()
-    assert r'model_name="we\"ird\\name",model_version="1.0",hostname="h\nx"} 3.0' in text
+    assert r'model_name="we\"ird\\name",model_version="1.0",hostname="h\nx",} 3.0' in text
 
 
 def test_name_filter(metrics: Metrics) -> None:
@@ -50,9 +51,9 @@ def test_handler_metrics_of_each_kind(metrics: Metrics) -> None:
         MetricRecord("size", "histogram", 7, "MB", (("kind", "a"),)),
     ])
     text = metrics.render().decode()
-    assert f'calls{{ModelName="m",{host[0]}="host-a"}} 5.0' in text
-    assert 'temp{Hostname="host-a"} 4.0' in text
-    assert 'size_count{Hostname="host-a",kind="a"} 1.0' in text
+    assert f'calls{{ModelName="m",{host[0]}="host-a",}} 5.0' in text
+    assert 'temp{Hostname="host-a",} 4.0' in text
+    assert 'size_count{kind="a",Hostname="host-a",} 1.0' in text
     assert "unit: MB" in text
 
 
@@ -66,7 +67,7 @@ def test_handler_metrics_that_disagree_are_dropped(metrics: Metrics,
         MetricRecord("torchwire_batch_size", "gauge", 1, "", ()),
     ])
     text = metrics.render().decode()
-    assert 'calls{Hostname="host-a"} 1.0' in text
+    assert 'calls{Hostname="host-a",} 1.0' in text
     assert "ts_inference_requests_total{" not in text
     dropped = {r.getMessage().split()[2] for r in caplog.records if "dropped" in r.getMessage()}
     assert dropped == {"calls", "ts_inference_requests_total", "torchwire_batch_size"}
@@ -140,4 +141,4 @@ def test_requests_are_counted_by_kind_not_by_a_clients_describe_header(
     metrics.observe_batch(model, [describe], BatchDone(2, (), 1.0))  # type: ignore[arg-type]
     text = metrics.render(["ts_inference_requests_total"]).decode()
     assert 'ts_inference_requests_total{model_name="m",model_version="1.0",' \
-           'hostname="host-a"} 1.0' in text
+           'hostname="host-a",} 1.0' in text

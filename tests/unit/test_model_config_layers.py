@@ -6,9 +6,12 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from torchwire.archive import Manifest
 from torchwire.config import ModelSettings, load_settings
 from torchwire.devices import GpuAllocator
+from torchwire.errors import ConfigError
 from torchwire.store import ModelStore
 
 
@@ -38,3 +41,30 @@ def test_each_layer_overrides_the_one_below(tmp_path: Path) -> None:
         assert other.batch_size == 1 and other.job_queue_size == 50  # server defaults
     finally:
         shutil.rmtree(store.work_dir)
+
+
+def test_scheduling_keys_are_server_wide_and_per_model(tmp_path: Path) -> None:
+    models = {"m": {"1.0": {"batchPolicy": "adaptive", "scaleUpWaitMs": 20}}}
+    cfg = tmp_path / "config.properties"
+    cfg.write_text("batch_policy=torchserve\nelastic_workers=false\nscale_down_after=5\n"
+                   f"models={json.dumps(models)}\n")
+    store = ModelStore(load_settings(env={}, config_path=cfg), GpuAllocator(0))
+    try:
+        manifest = Manifest(model_name="m", handler="h.py")
+        m = store.serving_config(manifest, {"elasticWorkers": True}, ModelSettings())
+        assert m.batch_policy == "adaptive"  # the model's key beats the server's
+        assert (m.elastic.enabled, m.elastic.scale_up_wait_ms, m.elastic.scale_down_after) == (
+            True, 20, 5.0)
+        other = store.serving_config(Manifest(model_name="x", handler="h.py"), {}, ModelSettings())
+        assert other.batch_policy == "torchserve" and not other.elastic.enabled
+        assert other.elastic.scale_up_wait_ms == 100  # the default
+    finally:
+        shutil.rmtree(store.work_dir)
+
+
+def test_a_bad_batch_policy_is_refused_with_the_choices(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.properties"
+    cfg.write_text("batch_policy=lazy\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(env={}, config_path=cfg)
+    assert "batch_policy" in str(err.value) and "adaptive, torchserve" in str(err.value)

@@ -9,6 +9,7 @@ from starlette.routing import Route
 import torchwire
 from torchwire.api.access import note_model
 from torchwire.api.chunked import prediction_response
+from torchwire.api.disconnect import abandon_on_disconnect
 from torchwire.api.kserve_v2_doc import oip_paths
 from torchwire.api.openapi import add_paths, inference_document
 from torchwire.api.payload import item_from_request
@@ -56,4 +57,5 @@ class InferenceAPI:
         note_model(request, model)
         item = await item_from_request(request, self.settings.max_request_size)
         stream = model.submit(item, kind)
-        return await prediction_response(stream, self.settings.max_response_size)
+        with abandon_on_disconnect(request.receive, stream):
+            return await prediction_response(stream, self.settings.max_response_size)

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from torchwire.api.access import note_model
+from torchwire.api.disconnect import unless_client_leaves
 from torchwire.api.payload import header_view, json_body, read_body, request_id
 from torchwire.api.responses import json_response, outcome_value
 from torchwire.config import Settings
@@ -58,7 +59,7 @@ class KServeV1API:
         instances = instances_of(json_body(body))
         rid, headers = request_id(request), header_view(request)
         items = [instance_item(x, f"{rid}-{i}", headers) for i, x in enumerate(instances)]
-        return await run_items(model, items, kind)
+        return await unless_client_leaves(request.receive, run_items(model, items, kind))
 
 
 async def run_items(model: ModelVersion, items: list[Item], kind: Kind) -> list[Any]:

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from torchwire.api.disconnect import unless_client_leaves
 from torchwire.api.payload import header_view, json_body, read_body, request_id
 from torchwire.api.responses import json_response
 from torchwire.config import Settings
@@ -101,7 +102,8 @@ class KServeV2API:
         head, binary = json_codec.split_body(body, request.headers.get(json_codec.HEADER_LENGTH))
         req = json_codec.parse_request(json_body(head), binary)
         rid = request_id(request)
-        tensors = await infer(model, req, rid, header_view(request), kind)
+        tensors = await unless_client_leaves(
+            request.receive, infer(model, req, rid, header_view(request), kind))
         out, head_size = json_codec.response_body(req, model.name, model.version, tensors)
         if len(out) > self.settings.max_response_size:
             raise InternalError(f"the response of {len(out)} bytes exceeds max_response_size "

@@ -37,6 +37,7 @@ from torchwire.config.settings import (
     IGNORED_KEYS,
     SETTING_KEYS,
     Settings,
+    config_file_from_env,
     load_settings,
     warn_unknown_keys,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "ModelSettings",
     "ServingConfig",
     "Settings",
+    "config_file_from_env",
     "load_settings",
     "model_settings_from_mapping",
     "parse_address",

@@ -14,6 +14,7 @@ from torchwire.config.values import (
     int_at_least,
     invalid,
     setting,
+    to_bool,
     to_int_list,
     with_source,
 )
@@ -37,6 +38,12 @@ class ModelSettings:
     job_queue_size: int | None = setting(int_at_least(1), aliases=("jobQueueSize",))
     device_type: str | None = setting(choice("cpu", "gpu"), aliases=("deviceType",))
     gpu_ids: list[int] | None = setting(to_int_list, aliases=("deviceIds", "device_ids"))
+    # scheduling (docs/scheduling.md): the batch policy and the elastic worker scaler
+    batch_policy: str | None = setting(choice("adaptive", "torchserve"),
+                                       aliases=("batchPolicy",))
+    elastic_workers: bool | None = setting(to_bool, aliases=("elasticWorkers",))
+    scale_up_wait_ms: int | None = setting(int_at_least(0), aliases=("scaleUpWaitMs",))
+    scale_down_after: int | None = setting(int_at_least(1), aliases=("scaleDownAfter",))  # s
 
     def merged(self, other: ModelSettings) -> ModelSettings:
         """A copy of ``self`` where every field ``other`` sets (non-None) wins."""
@@ -46,6 +53,15 @@ class ModelSettings:
             if getattr(other, f.name) is not None
         }
         return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ElasticSettings:
+    """The elastic worker scaler's thresholds (docs/scheduling.md)."""
+
+    enabled: bool = True
+    scale_up_wait_ms: int = 100  # queue wait beyond max_batch_delay that asks for a worker
+    scale_down_after: float = 30.0  # seconds of quiet before a worker is retired
 
 
 @dataclass(frozen=True)
@@ -64,6 +80,8 @@ class ServingConfig:
     job_queue_size: int
     device_type: str | None = None  # "cpu", "gpu" or None (gpu when one is visible)
     gpu_ids: tuple[int, ...] | None = None
+    batch_policy: str = "adaptive"  # or "torchserve" (see torchwire.batching)
+    elastic: ElasticSettings = ElasticSettings()
 
 
 def resolve(layered: ModelSettings) -> ServingConfig:
@@ -84,6 +102,18 @@ def resolve(layered: ModelSettings) -> ServingConfig:
         startup_timeout=float(need("startup_timeout")), job_queue_size=need("job_queue_size"),
         device_type=layered.device_type,
         gpu_ids=tuple(layered.gpu_ids) if layered.gpu_ids else None,
+        batch_policy=layered.batch_policy or "adaptive",
+        elastic=_elastic(layered),
+    )
+
+
+def _elastic(m: ModelSettings) -> ElasticSettings:
+    default = ElasticSettings()
+    return ElasticSettings(
+        enabled=default.enabled if m.elastic_workers is None else m.elastic_workers,
+        scale_up_wait_ms=(default.scale_up_wait_ms if m.scale_up_wait_ms is None
+                          else m.scale_up_wait_ms),
+        scale_down_after=float(m.scale_down_after or default.scale_down_after),
     )
 
 

@@ -23,6 +23,7 @@ from torchwire.config.values import (
     to_load_models,
     to_path,
     to_port,
+    to_text,
     with_source,
 )
 from torchwire.errors import ConfigError
@@ -65,7 +66,13 @@ class Settings:
     max_batch_delay: int = setting(int_at_least(0), 100)  # milliseconds
     number_of_gpu: int | None = setting(optional(int_at_least(0)))  # None: detect
     log_location: Path | None = setting(optional(to_path))
-    metrics_mode: str = setting(choice("prometheus", "log"), "prometheus")
+    metrics_mode: str = setting(choice("prometheus", "log", "legacy"), "prometheus")
+    metrics_config: Path | None = setting(optional(to_path))  # None: TorchServe's default set
+    # None: on without metrics_config (torchwire's habit), off with one (TorchServe's)
+    model_metrics_auto_detect: bool | None = setting(optional(to_bool))
+    metric_time_interval: int = setting(int_at_least(1), 60)  # s between logged system metrics
+    # a snapshot's model_snapshot JSON: its models are restored at start
+    model_snapshot: str | None = setting(optional(to_text))
     enable_metrics_api: bool = setting(to_bool, True)
     disable_token_authorization: bool = setting(to_bool, False)
     enable_token_authorization: bool = setting(to_bool, False)
@@ -78,6 +85,11 @@ class Settings:
     certificate_file: Path | None = setting(optional(to_path))
     # per worker; None: cores // workers (OMP_NUM_THREADS sets it)
     torch_threads: int | None = setting(optional(int_at_least(1)))
+    # scheduling (docs/scheduling.md); each is also a per model key (batchPolicy, ...)
+    batch_policy: str = setting(choice("adaptive", "torchserve"), "adaptive")
+    elastic_workers: bool = setting(to_bool, True)
+    scale_up_wait_ms: int = setting(int_at_least(0), 100)  # beyond max_batch_delay
+    scale_down_after: int = setting(int_at_least(1), 30)  # seconds of quiet
     # Limits against hostile clients (docs/limits.md): what a connection, a download or an
     # archive may cost the server, and how long a silent worker is trusted.
     max_header_count: int = setting(int_at_least(1), 100)  # request headers; more: 431
@@ -125,6 +137,7 @@ IGNORED_KEYS: tuple[str, ...] = (
     "keystore",
     "keystore_pass",
     "keystore_type",
+    "tsConfigFile",
 )
 """TorchServe keys accepted in config.properties without effect (not kept in ``unknown``)."""
 
@@ -154,6 +167,11 @@ def load_settings(
     settings = Settings(**values, unknown=unknown)
     _check_tls(settings)
     return settings
+
+
+def config_file_from_env(env: Mapping[str, str] | None = None) -> Path | None:
+    """The config file that TORCHWIRE_CONFIG_FILE / TS_CONFIG_FILE name, if any."""
+    return _config_path_from_env(os.environ if env is None else env)
 
 
 def _config_path_from_env(environ: Mapping[str, str]) -> Path | None:

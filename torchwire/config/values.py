@@ -116,6 +116,10 @@ def to_path(value: Any, key: str) -> Path:
     return path.expanduser().absolute()
 
 
+def to_text(value: Any, key: str) -> str:
+    return expect_str(value, key, "text")
+
+
 def choice(*choices: str) -> Converter:
     expected = "one of " + ", ".join(choices)
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import grpc
 from google.protobuf import empty_pb2
 
+from torchwire.batching import TIMEOUT_HEADER
 from torchwire.errors import BadRequest, ServeError
 from torchwire.grpc.generated import inference_pb2 as pb
 from torchwire.grpc.generated import inference_pb2_grpc as pb_grpc
@@ -37,6 +38,15 @@ def metadata_headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
     }
 
 
+def with_deadline(headers: dict[str, str],
+                  context: grpc.aio.ServicerContext) -> dict[str, str]:
+    """The call's gRPC deadline, as the X-Request-Timeout a REST client would send."""
+    remaining = context.time_remaining()
+    if remaining is not None and TIMEOUT_HEADER not in headers:
+        headers[TIMEOUT_HEADER] = f"{max(remaining, 1e-6):.6f}"
+    return headers
+
+
 def prediction_item(request: pb.PredictionsRequest, headers: dict[str, str]) -> Item:
     if not request.input:
         raise BadRequest("the request has no input: put the data in the input map, "
@@ -55,7 +65,7 @@ class InferenceService(pb_grpc.InferenceAPIsServiceServicer):
         if not request.model_name:
             raise BadRequest("Parameter model_name is required.")
         model = self.registry.get(request.model_name, request.model_version or None)
-        return model, prediction_item(request, metadata_headers(context))
+        return model, prediction_item(request, with_deadline(metadata_headers(context), context))
 
     def start(self, request: pb.PredictionsRequest,
               context: grpc.aio.ServicerContext) -> ResponseStream:

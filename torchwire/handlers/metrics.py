@@ -112,9 +112,8 @@ class Metric:
             )
         number = self._checked(value)
         labels = tuple(zip(self.dimension_names, values, strict=True))
-        self._sink.append(
-            MetricRecord(self.name, self.metric_type.value, number, self.unit, labels)
-        )
+        self._sink.append(MetricRecord(self.name, self.metric_type.value, number, self.unit,
+                                       labels, str(request_id or "")))
 
     update = add_or_update
 
@@ -173,7 +172,7 @@ class MetricsCache:
                    metric_type: MetricTypes | str = MetricTypes.COUNTER) -> None:
         dims = self._with_defaults(as_dimensions(dimensions))
         metric = self.add_metric_to_cache(name, unit, [d.name for d in dims], metric_type)
-        metric.add_or_update(value, [d.value for d in dims])
+        metric.add_or_update(value, [d.value for d in dims], "" if idx is None else str(idx))
 
     def add_counter(self, name: str, value: float, idx: int | None = None,
                     dimensions: Iterable[Any] | None = None) -> None:

@@ -107,6 +107,11 @@ class WorkerProcess:
         return self.alive and not self.retiring
 
     @property
+    def idle(self) -> bool:
+        """No batch is computing or waiting here: a batch sent now starts at once."""
+        return not self.inflight
+
+    @property
     def gpu_id(self) -> int | None:
         return self.spec.gpu_id
 
