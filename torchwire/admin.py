@@ -34,6 +34,7 @@ from torchwire.store import ModelSpec, ModelStore
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("python", "python3")
+OTHER_RUNTIMES = ("lsp",)  # valid in TorchServe's manifests, not run by torchwire
 PROCESSING = "Processing worker updates..."
 
 
@@ -46,7 +47,7 @@ class Registration:
     handler: str | None = None
     runtime: str = "python"
     overrides: ModelSettings = field(default_factory=ModelSettings)  # min_workers pins max
-    synchronous: bool = False
+    synchronous: bool = True  # TorchServe's RegisterModelRequest default
 
 
 @dataclass(frozen=True)
@@ -141,9 +142,7 @@ class ModelAdmin:
     async def register(self, reg: Registration, seen: Seen | None = None) -> Answer:
         """Build, add and start a version; ``seen`` learns it as soon as it is added."""
         self.require_model_api("registering models")
-        runtime = reg.runtime.lower()
-        if runtime not in RUNTIMES:
-            raise BadRequest(f"runtime {runtime!r} is not supported; torchwire runs python")
+        check_runtime(reg.runtime)
         model = await self._build(reg)
         try:
             self.check_workers(model)
@@ -163,8 +162,11 @@ class ModelAdmin:
         path, downloaded = await fetch(reg.url, s.model_store, s.allowed_urls,
                                        self.store.work_dir, download_limits(s), self.downloads)
         spec = ModelSpec(str(path), reg.name, reg.handler)
+        # no initial_workers: the configured default_workers_per_model, else 0 (TorchServe)
+        unset = s.default_workers_per_model or 0
         try:
-            model = await asyncio.to_thread(self.store.build, spec, _pinned(reg.overrides))
+            model = await asyncio.to_thread(self.store.build, spec, _pinned(reg.overrides),
+                                            default_workers=unset)
         except ConfigError as exc:
             raise BadRequest(str(exc)) from None
         finally:
@@ -223,6 +225,16 @@ class ModelAdmin:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("%s failed", what, exc_info=task.exception())
+
+
+def check_runtime(runtime: str) -> None:
+    """TorchServe's runtime names; torchwire runs the Python ones."""
+    value = runtime.lower()
+    if value in RUNTIMES:
+        return
+    if value in OTHER_RUNTIMES:
+        raise BadRequest(f"runtime {runtime!r} is not supported; torchwire runs python")
+    raise BadRequest(f"Invalid RuntimeType value: {runtime}")
 
 
 def _pinned(overrides: ModelSettings) -> ModelSettings:

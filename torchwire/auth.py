@@ -17,6 +17,12 @@ Clients send a key as ``Authorization: Bearer <key>``. Which listener asks for o
 
 A missing or wrong key is a 401 (TorchServe answers 400). Keys are compared in
 constant time and never logged.
+
+Keys may also be given (for replicas behind one load balancer, from a Kubernetes
+Secret): ``key_file`` names a key file in the format above to read (it is neither
+written nor removed), and ``management_key`` / ``inference_key`` / ``api_key``
+(``TS_MANAGEMENT_KEY`` ...) give single keys. Given keys never expire and
+``/token`` refuses to rotate them (409).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from pathlib import Path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from torchwire.config import Settings
-from torchwire.errors import ConfigError, Unauthorized
+from torchwire.errors import ConfigError, KeyIsFixed, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +49,7 @@ MANAGEMENT = "management"
 INFERENCE = "inference"
 API = "API"
 ROTATABLE = (MANAGEMENT, INFERENCE)
-OPEN_PATHS = frozenset({"/ping", "/v2/health/live", "/v2/health/ready"})
+OPEN_PATHS = frozenset({"/ping", "/live", "/v2/health/live", "/v2/health/ready"})
 
 
 def new_key() -> str:
@@ -66,12 +72,20 @@ class Key:
 
 
 class KeyRing:
-    """The three keys and the file that holds them."""
+    """The three keys and the file that holds them.
 
-    def __init__(self, path: Path, expiry_min: int | None = None) -> None:
+    ``given`` keys (from the configuration) replace fresh ones and cannot rotate;
+    ``owned=False`` means the file is the operator's: never written or removed.
+    """
+
+    def __init__(self, path: Path, expiry_min: int | None = None,
+                 given: Mapping[str, str] | None = None, owned: bool = True) -> None:
         self.path = path
         self.expiry_min = expiry_min
         self.keys = {MANAGEMENT: self._fresh(), INFERENCE: self._fresh(), API: Key(new_key())}
+        self.given = frozenset(given or ())
+        self.keys.update({kind: Key(value) for kind, value in (given or {}).items()})
+        self.owned = owned
 
     def _fresh(self) -> Key:
         if self.expiry_min is None:
@@ -80,6 +94,9 @@ class KeyRing:
 
     def rotate(self, kind: str) -> Key:
         """Replace the management or inference key and rewrite the key file."""
+        if kind in self.given:
+            raise KeyIsFixed(f"the {kind} key comes from the configuration (key_file or "
+                             f"TS_{kind.upper()}_KEY); change it there and restart")
         self.keys[kind] = self._fresh()
         self.write()
         return self.keys[kind]
@@ -100,6 +117,8 @@ class KeyRing:
 
     def write(self) -> None:
         """Write the key file atomically, readable by its owner only."""
+        if not self.owned:
+            return
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         tmp.unlink(missing_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -109,7 +128,36 @@ class KeyRing:
         os.replace(tmp, self.path)
 
     def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if self.owned:
+            self.path.unlink(missing_ok=True)
+
+
+def key_ring(settings: Settings, default_path: Path) -> KeyRing:
+    """The server's keys: from ``key_file`` and the ``*_key`` settings, fresh otherwise."""
+    given = read_key_file(settings.key_file) if settings.key_file is not None else {}
+    for kind, value in ((MANAGEMENT, settings.management_key),
+                        (INFERENCE, settings.inference_key), (API, settings.api_key)):
+        if value is not None:
+            given[kind] = value
+    path = settings.key_file or default_path
+    return KeyRing(path, settings.token_expiration_min, given, owned=settings.key_file is None)
+
+
+def read_key_file(path: Path) -> dict[str, str]:
+    """The three keys of a key file; a ConfigError names what is wrong (never a key)."""
+    expected = 'expected {"management": {"key": ...}, "inference": {...}, "API": {...}}'
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read key_file {path}: {exc.strerror or exc}") from None
+    except ValueError:
+        raise ConfigError(f"key_file {path} is not JSON; {expected}") from None
+    entries = {kind: data.get(kind) if isinstance(data, dict) else None
+               for kind in (MANAGEMENT, INFERENCE, API)}
+    keys = {kind: e.get("key") for kind, e in entries.items() if isinstance(e, dict)}
+    if any(not isinstance(keys.get(kind), str) or not keys[kind] for kind in entries):
+        raise ConfigError(f"key_file {path} lacks a key; {expected}")
+    return {kind: str(value) for kind, value in keys.items()}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from torchwire.archive.cli import add_archive_flags, run_archive
 from torchwire.config import Settings, config_file_from_env, load_settings
 from torchwire.errors import ConfigError
 from torchwire.store import ModelSpec, parse_model_arg
+from torchwire.workflow.cli import add_workflow_archive_flags, run_workflow_archive
 
 log = logging.getLogger("torchwire")
 
@@ -31,6 +32,8 @@ def pid_path() -> Path:
 
 def add_start_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-store", help="folder holding model archives")
+    p.add_argument("--workflow-store",
+                   help="folder holding workflow archives (.war); default: the model store")
     p.add_argument("--models", nargs="+", default=[],
                    help="models to load: name=archive.mar, archive.mar, a folder, or 'all'")
     p.add_argument("--ts-config", "--config", dest="ts_config",
@@ -59,12 +62,15 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("stop", help="stop the server started by 'torchwire start'")
     add_archive_flags(sub.add_parser(
         "archive", help="make a model archive (torch-model-archiver's flags), or --inspect one"))
+    add_workflow_archive_flags(sub.add_parser(
+        "workflow-archive", help="make a workflow archive (torch-workflow-archiver's flags)"))
     return p
 
 
 def cli_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "model_store": args.model_store,
+        "workflow_store": args.workflow_store,
         "log_location": args.log_location,
         "inference_address": args.inference_address,
         "management_address": args.management_address,
@@ -190,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             return stop()
         if args.command == "archive":
             return run_archive(args)
+        if args.command == "workflow-archive":
+            return run_workflow_archive(args)
     except ConfigError as exc:
         print(f"torchwire: {exc}", file=sys.stderr)
         return 2

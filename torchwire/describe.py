@@ -2,6 +2,9 @@
 
 Besides TorchServe's fields, a description carries ``status`` (Loading, Ready,
 Failed, Stopped, Unloading) and, for a model that could not load, ``loadError``.
+TorchServe's keys for features torchwire does not have (job tickets, sequence
+batching, tensor parallelism) carry TorchServe's values for a model that does not
+use them; ``useVenv`` is true where the model's requirements.txt got its own venv.
 """
 
 from __future__ import annotations
@@ -55,6 +58,23 @@ def describe_worker(slot: int, worker: WorkerProcess) -> dict[str, Any]:
     }
 
 
+def torchserve_settings(model: ModelVersion) -> dict[str, Any]:
+    """TorchServe's DescribeModelResponse keys after startupTimeout, in its order."""
+    doc: dict[str, Any] = {
+        "maxRetryTimeoutInSec": 300,  # TorchServe's default; torchwire restarts without limit
+        "clientTimeoutInMills": 0,
+        "parallelType": "",
+        "parallelLevel": 0,
+        "deviceType": "gpu" if model.use_gpu else "cpu",
+    }
+    if model.config.gpu_ids:  # TorchServe leaves deviceIds out when none are configured
+        doc["deviceIds"] = list(model.config.gpu_ids)
+    venv = model.requirements is not None
+    return {**doc, "continuousBatching": False, "useJobTicket": False, "useVenv": venv,
+            "stateful": False, "sequenceMaxIdleMSec": 0, "sequenceTimeoutMSec": 0,
+            "maxNumSequence": 0, "maxSequenceJobQueueSize": 0}
+
+
 def describe_model(model: ModelVersion) -> dict[str, Any]:
     cfg = model.config
     depth = model.queue_depth
@@ -69,7 +89,7 @@ def describe_model(model: ModelVersion) -> dict[str, Any]:
         "maxBatchDelay": cfg.max_batch_delay,
         "responseTimeout": int(cfg.response_timeout),
         "startupTimeout": int(cfg.startup_timeout),
-        "deviceType": "gpu" if model.use_gpu else "cpu",
+        **torchserve_settings(model),
         "loadedAtStartup": model.loaded_at_startup,
         "status": model.state.value,
         "workers": [describe_worker(slot, w) for slot, w in sorted(model.pool.workers.items())],

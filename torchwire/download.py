@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 from torchwire.config import Settings
-from torchwire.errors import BadRequest, ServeError, ServiceUnavailable
+from torchwire.errors import BadRequest, DownloadArchiveError, ServeError, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +144,8 @@ def download_to(url: str, target: Path, limits: DownloadLimits, downloads: Downl
                     clock.url = url
                     continue
                 if response.status != 200:
-                    raise BadRequest(f"downloading {url} failed: HTTP {response.status} "
-                                     f"{response.reason}")
+                    raise DownloadArchiveError(f"Failed to download archive from: {url} "
+                                               f"(HTTP {response.status} {response.reason})")
                 got = _save(response, sock, target, clock)
             except ServeError as exc:
                 raise _stopped(url, downloads) or exc from None
@@ -169,4 +169,4 @@ def _failure(url: str, exc: Exception, clock: _Clock) -> ServeError:
                           f"({clock.limits.timeout:g} s)")
     if isinstance(exc, http.client.IncompleteRead):
         return BadRequest(f"downloading {url} failed: the connection ended early (a short read)")
-    return BadRequest(f"cannot download {url}: {exc}")
+    return DownloadArchiveError(f"Failed to download archive from: {url} ({exc})")

@@ -123,10 +123,23 @@ class WorkerUnresponsive(ServiceUnavailable):
     type_name = "WorkerUnresponsiveException"
 
 
+class DownloadArchiveError(BadRequest):
+    """An http(s) archive URL could not be downloaded."""
+
+    type_name = "DownloadArchiveException"
+
+
 class ArchiveError(BadRequest):
     """An archive is malformed, unsafe or missing its manifest."""
 
     type_name = "InvalidModelArchiveException"
+
+
+class KeyIsFixed(ServeError):
+    """A key that comes from the configuration (a mounted key file or env) cannot rotate."""
+
+    status = 409
+    type_name = "InvalidKeyException"
 
 
 class ConfigError(Exception):
@@ -162,3 +175,14 @@ def error_for_status(status: int, message: str, type_name: str = "") -> ServeErr
 class ExplanationsNotSupported(ServeError):
     status = 501
     type_name = "ExplanationsNotSupportedException"
+
+
+class WorkflowNotFound(ResourceNotFound):
+    type_name = "WorkflowNotFoundException"
+
+
+class InvalidWorkflow(BadRequest):
+    """A .war whose manifest or specification cannot be served (says what is wrong)."""
+
+    type_name = "InvalidWorkflowException"
+

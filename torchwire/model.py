@@ -17,6 +17,7 @@ from torchwire.batching import Batcher, Job, deadline_of
 from torchwire.config.models import ServingConfig
 from torchwire.devices import GpuAllocator
 from torchwire.errors import DependencyInstallError, ServiceUnavailable
+from torchwire.metrics_yaml import MetricSpec
 from torchwire.protocol import PREDICT, BatchDone, Item, Kind, Outcome, WorkerSpec
 from torchwire.requirements import ModelRequirements
 from torchwire.stream import ResponseStream
@@ -52,8 +53,10 @@ class ModelVersion:
         observer: BatchObserver | None = None,
         torch_threads: int | None = None,
         requirements: ModelRequirements | None = None,
+        model_metrics: tuple[MetricSpec, ...] = (),
         heartbeat_timeout: float = 5.0,
     ) -> None:
+        self.model_metrics = model_metrics
         self.torch_threads = torch_threads
         self.manifest = manifest
         self.name = manifest.model_name
@@ -64,6 +67,7 @@ class ModelVersion:
         self.gpus = gpus
         self.use_gpu = gpus.uses_gpu(config.device_type)
         self.model_url = model_url
+        self.workflow: str | None = None  # set when it serves a node of this workflow
         self.loaded_at_startup = loaded_at_startup
         self.observer = observer
         self.unloading = False
@@ -270,6 +274,7 @@ class ModelVersion:
             threads=self._threads(),
             model_yaml_config=self.yaml_config,
             extra_sys_path=self._sys_path(),
+            model_metrics=self.model_metrics,
         )
 
     def _sys_path(self) -> tuple[str, ...]:

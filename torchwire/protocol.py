@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from torchwire.errors import ServeError, error_for_status
+from torchwire.metrics_yaml import MetricSpec
 
 HEADER = struct.Struct(">Q")
 
@@ -40,6 +41,7 @@ class WorkerSpec:
     threads: int
     model_yaml_config: dict[str, Any] = field(default_factory=dict)
     extra_sys_path: tuple[str, ...] = ()
+    model_metrics: tuple[MetricSpec, ...] = ()  # created in context.metrics before initialize
 
 
 @dataclass(frozen=True)

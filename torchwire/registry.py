@@ -14,6 +14,7 @@ class ModelRegistry:
         self._default: dict[str, str] = {}
         self.startup_failures: dict[str, str] = {}  # archive → why it could not be loaded
         self.starting = False  # the server is still registering its start-up models
+        self.draining = False  # the server is stopping: readiness fails, requests still served
 
     def get(self, name: str, version: str | None = None) -> ModelVersion:
         versions = self._models.get(name)
@@ -28,7 +29,8 @@ class ModelRegistry:
     def add(self, model: ModelVersion, make_default: bool = False) -> None:
         versions = self._models.setdefault(model.name, {})
         if model.version in versions:
-            raise Conflict(f"Model version {model.version} for model {model.name} already exists")
+            raise Conflict(f"Model version {model.version} is already registered for model "
+                           f"{model.name}")
         versions[model.version] = model
         if make_default or model.name not in self._default:
             self._default[model.name] = model.version
@@ -60,7 +62,9 @@ class ModelRegistry:
             self._default[model.name] = next(iter(versions))
 
     def set_default(self, name: str, version: str) -> None:
-        self.get(name, version)
+        if version not in self._models.get(name, {}):
+            self.get(name)  # ModelNotFound for an unknown name
+            raise ModelVersionNotFound(f"Model version {version} does not exist for model {name}")
         self._default[name] = version
 
     def names(self) -> list[str]:
@@ -76,10 +80,12 @@ class ModelRegistry:
 
     def healthy(self) -> bool:
         """For /ping: nothing failed to load, and every model has the workers it wants."""
-        if self.starting or self.startup_failures:
+        if self.starting or self.draining or self.startup_failures:
             return False
         return all(model.healthy for model in self)
 
     def ready(self) -> bool:
         """Every startup archive loaded and every model version can serve now."""
-        return not self.startup_failures and all(model.ready for model in self)
+        if self.draining or self.startup_failures:
+            return False
+        return all(model.ready for model in self)

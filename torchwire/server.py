@@ -28,6 +28,7 @@ from torchwire.api.kserve_v2 import KServeV2API
 from torchwire.api.management import ManagementAPI
 from torchwire.api.metrics import MetricsAPI
 from torchwire.api.responses import EXCEPTION_HANDLERS
+from torchwire.api.workflows import WorkflowInferenceAPI, WorkflowManagementAPI
 from torchwire.auth import (
     API,
     KEY_FILE,
@@ -36,6 +37,7 @@ from torchwire.auth import (
     KeyRing,
     TokenAuth,
     describe_policy,
+    key_ring,
     policy_for,
 )
 from torchwire.config import Address, Settings
@@ -48,6 +50,7 @@ from torchwire.metrics_yaml import DEFAULT_SPEC, load_metrics_config
 from torchwire.registry import ModelRegistry
 from torchwire.snapshot import Restorer, SnapshotWriter, read_models
 from torchwire.store import ModelSpec, ModelStore
+from torchwire.workflow.manager import WorkflowManager
 
 log = logging.getLogger(__name__)
 
@@ -99,16 +102,20 @@ class Server:
         self.model_specs = models
         self.registry = ModelRegistry()
         self.gpus = GpuAllocator(visible_gpu_count(environment(), settings.number_of_gpu))
-        self.metrics = Metrics(options=metrics_options(settings, self.gpus.count))
+        options = metrics_options(settings, self.gpus.count)
+        self.metrics = Metrics(options=options)
         self.metrics.watch(self.registry)
-        self.store = ModelStore(settings, self.gpus, observer=self.metrics.observe_batch)
+        self.store = ModelStore(settings, self.gpus, observer=self.metrics.observe_batch,
+                                model_metrics=options.spec.model_metrics)
         self.snapshots = SnapshotWriter(default_log_dir(settings) / "config", settings,
                                         self.registry, enabled=snapshots)
         self.admin = ModelAdmin(self.registry, self.store, settings,  # for REST and gRPC
                                 on_change=self.snapshots.changed)
+        self.workflows = WorkflowManager(self.registry, self.store)
         self.policy = policy_for(settings)
         self.keys: KeyRing | None = None
         self._stop = asyncio.Event()
+        self._hurry = asyncio.Event()  # a second signal: skip the rest of drain_delay
         self._listeners: list[_Listener] = []
         self.grpc_authorizer: Authorizer | None = None  # token auth for gRPC calls, when on
         self.grpc: GrpcListeners | None = None
@@ -119,6 +126,7 @@ class Server:
         routes += InferenceAPI(self.registry, self.settings).routes()
         routes += KServeV1API(self.registry, self.settings).routes()
         routes += KServeV2API(self.registry, self.settings).routes()
+        routes += WorkflowInferenceAPI(self.workflows, self.settings).routes()
         return routes
 
     def middleware(self, listener: str, count: bool = True) -> list[Middleware]:
@@ -147,6 +155,7 @@ class Server:
         elif listener == "management":
             routes += ManagementAPI(self.registry, self.store, self.settings, self.keys,
                                     self.admin).routes()
+            routes += WorkflowManagementAPI(self.workflows, self.settings).routes()
         else:
             routes += MetricsAPI(self.metrics).routes()
         return make_app(routes, self.middleware(listener, count=listener != "metrics"))
@@ -157,12 +166,14 @@ class Server:
     def start_auth(self) -> None:
         """Write the key file (when any listener needs a key) and say who needs one."""
         if self.policy.enabled:
-            self.keys = KeyRing(Path.cwd() / KEY_FILE, self.settings.token_expiration_min)
+            self.keys = key_ring(self.settings, Path.cwd() / KEY_FILE)
             self.keys.write()
         describe_policy(self.policy, self.settings, self.keys.path if self.keys else None)
 
     # -- run -----------------------------------------------------------------------
     def request_stop(self) -> None:
+        if self._stop.is_set():
+            self._hurry.set()
         self._stop.set()
 
     async def run(self) -> None:
@@ -188,10 +199,13 @@ class Server:
         tasks = [loop.create_task(c) for c in serving]
         if self.metrics.mode != "prometheus":  # system metrics go to ts_metrics.log
             tasks.append(loop.create_task(self.log_system_metrics()))
+        # Loading runs beside the wait for a signal: SIGTERM during a slow load drains too.
+        loading = loop.create_task(self.load_startup_models())
         try:
-            await self.load_startup_models()
             await self._stop.wait()
         finally:
+            loading.cancel()
+            await asyncio.gather(loading, return_exceptions=True)
             await self.shutdown(tasks)
 
     async def log_system_metrics(self) -> None:
@@ -248,7 +262,8 @@ class Server:
 
     async def load(self, spec: ModelSpec) -> None:
         try:
-            model = self.store.build(spec, loaded_at_startup=True)
+            # In a thread: unpacking a large archive must not stall liveness probes.
+            model = await asyncio.to_thread(self.store.build, spec, loaded_at_startup=True)
             self.admin.check_workers(model)
             self.registry.add(model)
         except ServeError as exc:
@@ -264,15 +279,24 @@ class Server:
             log.error("model %s failed to load: %s", model.name, model.load_error)
 
     async def shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
-        log.info("stopping: draining requests and workers")
+        """Drain: readiness fails at once; after ``drain_delay`` the listeners stop
+        accepting; accepted requests are answered (within ``drain_timeout``); workers stop.
+        """
+        self.registry.draining = True
         self.admin.downloads.stop_all()  # a registration's download never delays the stop
         self.snapshots.save("shutdown")
-        if self.grpc is not None:
-            await self.grpc.stop()
+        delay, timeout = self.settings.drain_delay, self.settings.drain_timeout
+        log.info("stopping: readiness now fails; listeners close in %d s", delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hurry.wait(), delay)
+        log.info("stopping: listeners closed; answering accepted requests (up to %d s)", timeout)
         for listener in self._listeners:
+            listener.config.timeout_graceful_shutdown = timeout
             listener.should_exit = True
+        if self.grpc is not None:
+            tasks.append(asyncio.ensure_future(self.grpc.stop(timeout)))
         await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*(m.stop() for m in self.registry), return_exceptions=True)
+        await asyncio.gather(*(m.stop(timeout) for m in self.registry), return_exceptions=True)
         shutil.rmtree(self.store.work_dir, ignore_errors=True)
         if self.keys is not None:
             self.keys.remove()

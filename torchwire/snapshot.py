@@ -49,11 +49,15 @@ log = logging.getLogger(__name__)
 
 KINDS = ("startup", "snapshot", "shutdown")
 _FILE = re.compile(r"(?P<stamp>[0-9]{17})-(?:startup|snapshot|shutdown)\.cfg")
-_NOT_WRITTEN = frozenset({"unknown", "model_snapshot", "load_models"})
-_CAMEL = {"min_workers": "minWorkers", "max_workers": "maxWorkers", "batch_size": "batchSize",
-          "max_batch_delay": "maxBatchDelay", "response_timeout": "responseTimeout",
-          "startup_timeout": "startupTimeout", "job_queue_size": "jobQueueSize",
-          "device_type": "deviceType", "gpu_ids": "deviceIds"}
+# Keys given as settings are secrets: a snapshot (a plain file under the logs) never holds them.
+_NOT_WRITTEN = frozenset({"unknown", "model_snapshot", "load_models",
+                          "management_key", "inference_key", "api_key"})
+def _camel_names() -> dict[str, str]:
+    """ModelSettings field -> the key TorchServe writes in model_snapshot (its first alias).
+
+    Every model key declares its camelCase spelling first, so a new key needs no table here.
+    """
+    return {f.name: f.metadata["aliases"][0] for f in dataclasses.fields(ModelSettings)}
 
 
 # --------------------------------------------------------------------------- writing
@@ -74,7 +78,8 @@ def property_value(value: Any) -> str:
 
 
 def _model_json(entry: ModelSettings) -> dict[str, Any]:
-    return {_CAMEL[k]: v for k, v in dataclasses.asdict(entry).items() if v is not None}
+    camel = _camel_names()
+    return {camel[k]: v for k, v in dataclasses.asdict(entry).items() if v is not None}
 
 
 def settings_properties(settings: Settings) -> dict[str, str]:
@@ -116,6 +121,8 @@ def model_entries(models: ModelRegistry) -> dict[str, dict[str, dict[str, Any]]]
     for name in models.names():
         default = models.get(name).version
         for model in models.versions(name):
+            if model.workflow is not None:
+                continue  # a workflow's node: workflows are not in snapshots (as TorchServe)
             c = model.config
             entries.setdefault(name, {})[model.version] = {
                 "defaultVersion": model.version == default,

@@ -21,6 +21,7 @@ from torchwire.config import ModelSettings, Settings, model_settings_from_mappin
 from torchwire.config.models import ServingConfig, resolve
 from torchwire.devices import GpuAllocator
 from torchwire.errors import BadRequest, ModelNotFound
+from torchwire.metrics_yaml import MetricSpec
 from torchwire.model import BatchObserver, ModelVersion
 from torchwire.requirements import ModelRequirements, model_requirements
 
@@ -48,11 +49,13 @@ def parse_model_arg(text: str) -> ModelSpec:
 
 class ModelStore:
     def __init__(self, settings: Settings, gpus: GpuAllocator,
-                 observer: BatchObserver | None = None) -> None:
+                 observer: BatchObserver | None = None,
+                 model_metrics: tuple[MetricSpec, ...] = ()) -> None:
         self.settings = settings
         self.gpus = gpus
         self.observer = observer
         self.root = settings.model_store
+        self.model_metrics = model_metrics  # metrics_config's, made in every context.metrics
         self.work_dir = Path(tempfile.mkdtemp(prefix="torchwire-models-"))
 
     def archives(self) -> list[Path]:
@@ -74,13 +77,16 @@ class ModelStore:
         raise ModelNotFound(f"Model archive not found: {url}{where}")
 
     def build(self, spec: ModelSpec, overrides: ModelSettings | None = None,
-              loaded_at_startup: bool = False) -> ModelVersion:
+              loaded_at_startup: bool = False,
+              default_workers: int | None = None) -> ModelVersion:
+        """A version of ``spec``; ``default_workers``: workers where no layer sets them
+        (None: default_workers_per_model, or one per GPU)."""
         archive = self.locate(spec.url)
         limits = UnpackLimits(self.settings.max_extracted_size,
                               self.settings.max_compression_ratio)
         model_dir = open_archive(archive, self.work_dir, limits)
         try:
-            return self._version(spec, model_dir, overrides, loaded_at_startup)
+            return self._version(spec, model_dir, overrides, loaded_at_startup, default_workers)
         except BaseException:
             self.discard(model_dir)
             raise
@@ -93,19 +99,20 @@ class ModelStore:
         shutil.rmtree(self.work_dir / top, ignore_errors=True)
 
     def _version(self, spec: ModelSpec, model_dir: Path, overrides: ModelSettings | None,
-                 loaded_at_startup: bool) -> ModelVersion:
+                 loaded_at_startup: bool, default_workers: int | None) -> ModelVersion:
         manifest = read_manifest(model_dir)
         if spec.name and spec.name != manifest.model_name:
             manifest = _renamed(manifest, spec.name)
         if spec.handler:
             manifest = replace(manifest, handler=spec.handler)
         yaml_config = read_model_config(model_dir, manifest)
-        config = self.serving_config(manifest, yaml_config, overrides or ModelSettings())
+        config = self.serving_config(manifest, yaml_config, overrides or ModelSettings(),
+                                     default_workers)
         return ModelVersion(
             manifest, model_dir, yaml_config, config, self.gpus,
             model_url=spec.url, log_dir=self.settings.log_location,
             loaded_at_startup=loaded_at_startup, observer=self.observer,
-            torch_threads=self.settings.torch_threads,
+            torch_threads=self.settings.torch_threads, model_metrics=self.model_metrics,
             requirements=self.requirements(manifest, model_dir),
             heartbeat_timeout=float(self.settings.worker_heartbeat_timeout),
         )
@@ -121,8 +128,9 @@ class ModelStore:
         return model_requirements(model_dir, manifest, self.work_dir / "envs")
 
     def serving_config(self, manifest: Manifest, yaml_config: dict[str, Any],
-                       overrides: ModelSettings) -> ServingConfig:
-        layered = self._defaults()
+                       overrides: ModelSettings,
+                       default_workers: int | None = None) -> ServingConfig:
+        layered = self._defaults(default_workers)
         per_model = self.settings.models.get(manifest.model_name, {})
         entry = per_model.get(manifest.model_version)
         if entry is not None:
@@ -130,9 +138,10 @@ class ModelStore:
         layered = layered.merged(model_settings_from_mapping(yaml_config, "model-config.yaml"))
         return resolve(layered.merged(overrides))
 
-    def _defaults(self) -> ModelSettings:
+    def _defaults(self, workers: int | None = None) -> ModelSettings:
         s = self.settings
-        workers = s.default_workers_per_model
+        if workers is None:
+            workers = s.default_workers_per_model
         if workers is None:
             workers = max(1, self.gpus.count)
         return ModelSettings(

@@ -164,7 +164,7 @@ def test_register_scale_set_default_unregister(
     (pb.RegisterModelRequest(url="https://example.com/m.mar"), grpc.StatusCode.INVALID_ARGUMENT,
      "url https://example.com/m.mar is not allowed: it matches none of allowed_urls"),
     (pb.RegisterModelRequest(url="toy-1.0/toy.mar", runtime="java"),
-     grpc.StatusCode.INVALID_ARGUMENT, "runtime 'java' is not supported; torchwire runs python"),
+     grpc.StatusCode.INVALID_ARGUMENT, "Invalid RuntimeType value: java"),
 ])
 def test_register_errors(mgmt: pb_grpc.ManagementAPIsServiceStub, request_: object,
                          code: grpc.StatusCode, message: str) -> None:

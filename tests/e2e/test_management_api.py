@@ -215,7 +215,7 @@ def test_register_synchronously_then_serve_and_delete(mgmt: Mgmt) -> None:
 def test_register_asynchronously_answers_202_then_loads(mgmt: Mgmt) -> None:
     with mgmt.client() as c:
         r = c.post("/models", params={"url": "extra-1.0/extra.mar", "model_name": "later",
-                                      "initial_workers": 1})
+                                      "initial_workers": 1, "synchronous": "false"})
         assert r.status_code == 202
         wait_until(lambda: c.get("/models/later").json()[0]["status"] == "Ready")
         assert httpx.post(f"{mgmt.server.url}/predictions/later", content=b"q").status_code == 200
@@ -281,7 +281,8 @@ def test_register_from_an_allowed_http_url(mgmt: Mgmt, web: str) -> None:
     assert r.status_code == 200 and doc["modelUrl"] == f"{web}/allowed/web.mar"
     assert served.json()["echo"] == "net"
     assert hop.status_code == 400 and "allowed_urls" in hop.json()["message"]
-    assert missing.status_code == 400 and "404" in missing.json()["message"]
+    assert missing.status_code == 400 and missing.json()["type"] == "DownloadArchiveException"
+    assert "HTTP 404" in missing.json()["message"]
 
 
 # --------------------------------------------------------------------------- default, delete

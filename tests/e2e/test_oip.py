@@ -274,7 +274,8 @@ def test_an_image_as_png_uint8_tensor_or_bytes_gets_the_same_answer(
     as_bytes = pb.ModelInferRequest(model_name="tiny", raw_input_contents=[join_bytes([png])])
     as_bytes.inputs.add(name="image", datatype="BYTES", shape=[1])
     for reply in (as_tensor, stub.ModelInfer(as_bytes, timeout=60)):
-        (text,) = split_bytes(reply.raw_output_contents[0], "output0")
+        assert [o.name for o in reply.outputs] == ["image"]  # named after the input
+        (text,) = split_bytes(reply.raw_output_contents[0], "image")
         assert json.loads(text) == rest
 
 
@@ -301,7 +302,7 @@ def test_tritonclient_grpc_infer(oip_server: RunningServer) -> None:
     words = np.asarray([["tiny"], ["text"]], dtype=object)
     text = triton.InferInput("words", [2, 1], "BYTES")
     text.set_data_from_numpy(words)
-    upper = client.infer("tensors", [text]).as_numpy("output0")
+    upper = client.infer("tensors", [text]).as_numpy("words")
     assert upper.tolist() == [[b"TINY"], [b"TEXT"]]
 
 
@@ -322,8 +323,23 @@ def test_tritonclient_http_infer_binary_and_json(oip_server: RunningServer,
     digits = load_digits()
     pixels = triton.InferInput("pixels", [1, 64], "FP32")
     pixels.set_data_from_numpy(digits.data[7:8].astype(np.float32))
-    (answer,) = client.infer("digits", [pixels]).as_numpy("output0")
+    (answer,) = client.infer("digits", [pixels]).as_numpy("pixels")
     scores = json.loads(answer)
     assert int(max(scores, key=scores.__getitem__)) == digits.target[7]
     with pytest.raises(Exception, match="Model not found: nope"):
         client.infer("nope", [pixels])
+
+
+def test_rest_v2_output_is_named_after_the_input(http: httpx.Client) -> None:
+    """TorchServe's kservev2 envelope: no declared outputs → the output takes the input's name."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    body = {"id": "d3b15cad", "inputs": [{"name": "input-0", "shape": [1, 64],
+                                          "datatype": "FP32", "data": digits.data[3].tolist()}]}
+    doc = http.post("/v2/models/digits/infer", json=body).json()
+    assert (doc["id"], doc["model_name"], doc["model_version"]) == ("d3b15cad", "digits", "1.0")
+    (out,) = doc["outputs"]
+    assert out["name"] == "input-0" and out["shape"] == [1]
+    scores = json.loads(out["data"][0])
+    assert int(max(scores, key=scores.__getitem__)) == digits.target[3]

@@ -358,8 +358,8 @@ def test_without_labels_the_index_is_the_name(make_worker: WorkerFactory) -> Non
 
 def test_label_of() -> None:
     assert label_of(None, 7) == "7"
-    assert label_of({"7": ["n1", "x"]}, 7) == "x"
-    assert label_of({"7": []}, 7) == "7"
+    assert label_of({"7": "x"}, 7) == "x"
+    assert label_of({"8": "x"}, 7) == "7"
 
 
 def test_explain_without_captum_is_501(

@@ -17,6 +17,8 @@ EXPECTED = {
     "/models/{model_name}/{model_version}/set-default": {"put"},
     "/v1/models/{model_name}": {"get"},
     "/token": {"get"},
+    "/workflows": {"get", "post"},
+    "/workflows/{workflow_name}": {"get", "delete"},
 }
 
 

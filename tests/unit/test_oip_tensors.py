@@ -225,7 +225,19 @@ def test_results_become_tensors() -> None:
 def test_outcome_of_a_failing_or_odd_result() -> None:
     ctx = Context("m", "/tmp", {}, 1, None)
     ctx.start_batch(["r"], [{}])
-    failed = tensor_outcome(BadRequest("nope"), ctx, 0, "h")
+    item = Item("r", (Param("input-0", Tensor("input-0", "INT64", (1,), b"\0" * 8)),), {})
+    failed = tensor_outcome(BadRequest("nope"), ctx, 0, "h", item)
     assert failed.status == 400 and json.loads(failed.body)["message"] == "nope"
-    odd = tensor_outcome(np.asarray([1 + 2j]), ctx, 0, "h")
+    odd = tensor_outcome(np.asarray([1 + 2j]), ctx, 0, "h", item)
     assert odd.status == 500 and b"complex128" in odd.body
+
+
+def test_a_single_output_is_named_after_the_first_input() -> None:
+    ctx = Context("m", "/tmp", {}, 1, None)
+    ctx.start_batch(["r"], [{}])
+    item = Item("r", (Param("input-0", Tensor("input-0", "INT64", (1,), b"\0" * 8)),), {})
+    outcome = tensor_outcome(np.asarray([1]), ctx, 0, "h", item)
+    (out,) = decode_tensors(outcome.body)
+    assert (out.name, out.datatype, out.shape) == ("input-0", "INT64", (1,))
+    bare = tensor_outcome(np.asarray([1]), ctx, 0, "h", Item("r", (), {}))
+    assert [t.name for t in decode_tensors(bare.body)] == ["output0"]

@@ -18,6 +18,7 @@ EXPECTED_METHODS = {
     "/": {"options"},
     "/api-description": {"get"},
     "/ping": {"get"},
+    "/live": {"get"},
     "/predictions/{model_name}": {"post", "put"},
     "/predictions/{model_name}/{model_version}": {"post", "put"},
     "/explanations/{model_name}": {"post"},
@@ -114,9 +115,9 @@ def test_error_responses_reference_error_schema(doc: dict[str, Any]) -> None:
 
 def test_ping(doc: dict[str, Any]) -> None:
     responses = doc["paths"]["/ping"]["get"]["responses"]
-    assert set(responses) == {"200", "500"}
+    assert set(responses) == {"200", "500", "503"}
     health = doc["components"]["schemas"]["Health"]
-    for code in ("200", "500"):
+    for code in ("200", "500", "503"):
         ref = responses[code]["content"]["application/json"]["schema"]["$ref"]
         assert ref == "#/components/schemas/Health"
     assert set(health["properties"]) == {"status", "health"}

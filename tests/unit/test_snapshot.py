@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import shutil
@@ -75,6 +76,21 @@ def test_settings_survive_the_round_trip(tmp_path: Path) -> None:
     path.write_text(properties_text(settings_properties(settings), datetime.now()))
     back = load_settings({}, env={}, config_path=path)
     assert back == settings
+
+
+def test_every_model_key_survives_the_round_trip(tmp_path: Path) -> None:
+    """A model key added to ModelSettings is written and read back without a second table
+    (a `batchPolicy` model once crashed the writer right after start-up)."""
+    every = ModelSettings(
+        min_workers=1, max_workers=2, batch_size=4, max_batch_delay=7, response_timeout=9,
+        startup_timeout=11, job_queue_size=13, device_type="cpu", gpu_ids=[0],
+        batch_policy="torchserve", elastic_workers=False, scale_up_wait_ms=5,
+        scale_down_after=3)
+    assert all(getattr(every, f.name) is not None for f in dataclasses.fields(ModelSettings))
+    settings = Settings(model_store=tmp_path, models={"m": {"1.0": every}})
+    path = tmp_path / "snap.cfg"
+    path.write_text(properties_text(settings_properties(settings), datetime.now()))
+    assert load_settings({}, env={}, config_path=path).models == {"m": {"1.0": every}}
 
 
 def test_model_snapshot_is_not_copied_into_the_next_snapshot() -> None:

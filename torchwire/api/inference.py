@@ -14,6 +14,7 @@ from torchwire.api.kserve_v2_doc import oip_paths
 from torchwire.api.openapi import add_paths, inference_document
 from torchwire.api.payload import item_from_request
 from torchwire.api.responses import json_response
+from torchwire.api.workflows_doc import workflow_inference_paths
 from torchwire.config import Settings
 from torchwire.protocol import EXPLAIN, PREDICT, Kind
 from torchwire.registry import ModelRegistry
@@ -30,6 +31,7 @@ class InferenceAPI:
             Route("/", self.describe, methods=["OPTIONS"]),
             Route("/api-description", self.describe, methods=["GET"]),
             Route("/ping", self.ping, methods=["GET"]),
+            Route("/live", self.live, methods=["GET"]),
             Route("/predictions/{model_name}", predict, methods=["POST", "PUT"]),
             Route("/predictions/{model_name}/{model_version}", predict, methods=["POST", "PUT"]),
             Route("/explanations/{model_name}", explain, methods=["POST"]),
@@ -38,12 +40,20 @@ class InferenceAPI:
 
     async def describe(self, request: Request) -> Response:
         doc = add_paths(inference_document(torchwire.__version__), oip_paths())
+        doc = add_paths(doc, workflow_inference_paths())
         return json_response(doc)
 
     async def ping(self, request: Request) -> Response:
+        """Readiness: 200 when every model can serve; 503 once the server is stopping."""
         if self.registry.healthy():
             return json_response({"status": "Healthy", "health": "healthy!"})
+        if self.registry.draining:
+            return json_response({"status": "Unhealthy", "health": "stopping"}, 503)
         return json_response({"status": "Unhealthy"}, 500)
+
+    async def live(self, request: Request) -> Response:
+        """Liveness: the process and its event loop answer, whatever the models do."""
+        return json_response({"status": "Alive"})
 
     async def predictions(self, request: Request) -> Response:
         return await self._run(request, PREDICT)

@@ -92,7 +92,7 @@ async def register_params(request: Request) -> dict[str, Any]:
 
 
 def registration(params: Params) -> Registration:
-    synchronous = bool_param(params, "synchronous", False)
+    synchronous = bool_param(params, "synchronous", True)  # TorchServe's default on register
     return Registration(
         url=str(params.get("url") or ""),
         name=str(params["model_name"]) if params.get("model_name") else None,
@@ -105,7 +105,7 @@ def registration(params: Params) -> Registration:
 
 def scaling(params: Params) -> Scaling:
     low = int_param(params, "min_worker", 1, 0)
-    high = int_param(params, "max_worker", low, 0)
+    high = int_param(params, "max_worker", low, -(2**31))  # < min_worker: TorchServe's 400
     timeout = int_param(params, "timeout", -1, -1)
     drain = None if timeout < 0 else float(timeout)
     return Scaling(low, high, drain, bool_param(params, "synchronous", False))

@@ -13,6 +13,7 @@ from torchwire.api.openapi import (
     operation,
     path_parameter,
 )
+from torchwire.api.workflows_doc import workflow_management_paths
 
 STATUS_REF = "#/components/schemas/Status"
 DESCRIPTION_REF = "#/components/schemas/ModelDescription"
@@ -28,6 +29,10 @@ def status_response(description: str) -> dict[str, Any]:
     return json_response(description, {"$ref": STATUS_REF})
 
 
+PARTIAL = {"description": "TorchServe's partial success (some workers started); torchwire "
+                          "answers 500 when workers cannot start and does not send 210."}
+
+
 def errors(*codes: int) -> dict[str, Any]:
     text = {
         400: "A parameter is invalid, or the url is not allowed or cannot be fetched.",
@@ -35,6 +40,8 @@ def errors(*codes: int) -> dict[str, Any]:
         403: "The default version cannot be deleted while other versions exist.",
         404: "The model, model version or archive does not exist.",
         405: "Registering or deleting models is disabled (enable_model_api).",
+        408: "TorchServe's answer when unloading times out; torchwire lets accepted "
+             "requests finish first and does not send it.",
         409: "This model version is already registered.",
         500: "The workers could not be started.",
         503: "No worker can answer (customized describe).",
@@ -80,14 +87,18 @@ def register_operation() -> dict[str, Any]:
         query("runtime", "string", "Runtime (python)."),
         query("batch_size", "integer", "Inference batch size."),
         query("max_batch_delay", "integer", "Most milliseconds to wait to fill a batch."),
-        query("initial_workers", "integer", "Worker processes to start."),
-        query("synchronous", "boolean", "Answer once the workers are up (default false)."),
+        query("initial_workers", "integer", "Worker processes to start (default: "
+                                            "default_workers_per_model where configured, else 0)."),
+        query("synchronous", "boolean", "Answer once the workers are up (default true)."),
         query("response_timeout", "integer", "Seconds a worker may take per batch."),
         query("startup_timeout", "integer", "Seconds a worker may take to load."),
+        query("s3_sse_kms", "boolean", "Accepted for TorchServe's clients and ignored: "
+                                       "torchwire does not fetch s3:// URLs."),
     ]
     return operation("registerModel", "Register a model version.", {
         "200": status_response("Registered (synchronous, or with 0 workers)."),
-        "202": status_response("Registered; workers are starting."),
+        "202": status_response("Registered; workers are starting (synchronous=false)."),
+        "210": PARTIAL,
         **errors(400, 401, 404, 405, 409, 500)}, parameters=params)
 
 
@@ -105,18 +116,27 @@ def scale_operation(operation_id: str, versioned: bool) -> dict[str, Any]:
     params = [*model_parameters(versioned),
               query("min_worker", "integer", "Workers to keep (default 1)."),
               query("max_worker", "integer", "Most workers (default min_worker)."),
+              query("number_gpu", "integer", "Accepted for TorchServe's clients and ignored: "
+                                             "the model's deviceType and deviceIds pick GPUs."),
               query("synchronous", "boolean", "Answer once scaled (default false)."),
               query("timeout", "integer", "Seconds a retiring worker may take to finish its "
                                           "requests; 0 stops it at once; -1 (default) waits.")]
     return operation(operation_id, "Scale the workers of a model version.", {
         "200": status_response("Scaled."), "202": status_response("Scaling started."),
-        **errors(400, 401, 404, 500)}, parameters=params)
+        "210": PARTIAL, **errors(400, 401, 404, 500)}, parameters=params)
 
 
 def unregister_operation(operation_id: str, versioned: bool) -> dict[str, Any]:
+    params = [*model_parameters(versioned),
+              query("synchronous", "boolean", "Accepted for TorchServe's clients and ignored: "
+                                              "the answer comes once the version is gone."),
+              query("timeout", "integer", "Accepted for TorchServe's clients and ignored: "
+                                          "accepted requests finish within response_timeout.")]
     return operation(operation_id, "Unregister a model version (its requests finish first).",
-                     {"200": status_response("Unregistered."), **errors(401, 403, 404, 405)},
-                     parameters=model_parameters(versioned))
+                     {"200": status_response("Unregistered."),
+                      "202": status_response("TorchServe's asynchronous answer; torchwire "
+                                             "answers 200 once the version is gone."),
+                      **errors(401, 403, 404, 405, 408, 500)}, parameters=params)
 
 
 def model_paths() -> dict[str, Any]:
@@ -174,4 +194,5 @@ def management_document(version: str, with_token: bool = True) -> dict[str, Any]
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
         doc["security"] = [{"bearer": []}]
     doc = add_paths(doc, model_paths())
+    doc = add_paths(doc, workflow_management_paths())
     return add_paths(doc, other_paths(with_token))

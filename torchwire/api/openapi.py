@@ -64,6 +64,9 @@ def error_response(description: str) -> dict[str, Any]:
     }
 
 
+INTERNAL_ERROR = error_response("Internal Server Error")
+
+
 def path_parameter(name: str, description: str) -> dict[str, Any]:
     """A required string path parameter."""
     return {
@@ -99,12 +102,13 @@ def operation(
     parameters: list[dict[str, Any]] | None = None,
     request_body: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An operation object; every operation lists its (possibly empty) parameters."""
+    """An operation object; every operation lists its (possibly empty) parameters and,
+    as TorchServe's do, a 500 for an unexpected failure."""
     op: dict[str, Any] = {
         "operationId": operation_id,
         "summary": summary,
         "parameters": parameters or [],
-        "responses": responses,
+        "responses": {**responses, "500": responses.get("500", INTERNAL_ERROR)},
     }
     if request_body is not None:
         op["requestBody"] = request_body
@@ -168,7 +172,20 @@ def ping_operation() -> dict[str, Any]:
             "500": json_response(
                 'Unhealthy; the body is {"status": "Unhealthy"}.', copy.deepcopy(ref)
             ),
+            "503": json_response(
+                'Stopping (SIGTERM; requests are still answered); the body is '
+                '{"status": "Unhealthy", "health": "stopping"}.', copy.deepcopy(ref)
+            ),
         },
+    )
+
+
+def live_operation() -> dict[str, Any]:
+    schema = {"type": "object", "properties": {"status": {"type": "string", "enum": ["Alive"]}}}
+    return operation(
+        "live",
+        "Liveness: the server process answers (model loading does not matter).",
+        {"200": json_response('Alive; the body is {"status": "Alive"}.', schema)},
     )
 
 
@@ -252,6 +269,7 @@ def inference_paths() -> dict[str, Any]:
         "/": {"options": description_operation("apiDescription")},
         "/api-description": {"get": description_operation("getApiDescription")},
         "/ping": {"get": ping_operation()},
+        "/live": {"get": live_operation()},
         "/predictions/{model_name}": prediction_path(False),
         "/predictions/{model_name}/{model_version}": prediction_path(True),
         "/explanations/{model_name}": explanation_path(False),

@@ -205,6 +205,11 @@ def _extract_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path) 
         shutil.copyfileobj(src, dst, _COPY_CHUNK)
 
 
+def extract_zip(archive: Path, dest: Path, limits: UnpackLimits | None = None) -> None:
+    """Extract a zip into ``dest`` after checking every member (for .war files too)."""
+    _extract_zip(archive, dest, limits or UnpackLimits())
+
+
 def _extract_zip(archive: Path, dest: Path, limits: UnpackLimits) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:

@@ -84,14 +84,6 @@ class VisionHandler(BaseHandler, _VisionHandler):
 
     image_mode = AUTO_MODE
 
-    def preprocess_one(self, row: dict[str, Any]) -> Any:
-        value = (row.get("data") or row.get("body")) if isinstance(row, dict) else None
-        if isinstance(value, list):  # TorchServe takes a list of numbers as the tensor
-            import torch
-
-            return torch.tensor(value, dtype=torch.float32)
-        return super().preprocess_one(row)
-
 
 class ImageClassifier(_ImageClassifier, VisionHandler):
     """``ts.torch_handler.image_classifier.ImageClassifier``.

@@ -17,7 +17,8 @@ Key names are TorchServe's ``config.properties`` keys, and each is also the name
 a :class:`Settings` field.  The environment is read only when :func:`load_settings`
 is called: ``TORCHWIRE_<KEY>`` wins over ``TS_<KEY>`` (key upper-cased, e.g.
 ``TS_INFERENCE_ADDRESS``); empty variables count as not set.  The config file is
-``config_path``, else ``TORCHWIRE_CONFIG_FILE`` / ``TS_CONFIG_FILE``, else none.
+``config_path``, else ``TORCHWIRE_CONFIG_FILE`` / ``TS_CONFIG_FILE``, else the first
+existing file of ``TORCHWIRE_CONFIG_SEARCH`` (``:``-separated), else none.
 Relative paths are resolved against the working directory, as TorchServe does.
 Every invalid value raises :class:`~torchwire.errors.ConfigError` naming the source,
 the key, the value and what was expected.  This package is the only place that reads

@@ -20,6 +20,7 @@ from torchwire.config.values import (
     setting,
     to_allowed_urls,
     to_bool,
+    to_key,
     to_load_models,
     to_path,
     to_port,
@@ -53,6 +54,7 @@ class Settings:
     grpc_inference_max_connection_age_grace_ms: int | None = setting(optional(int_at_least(0)))
     grpc_management_max_connection_age_grace_ms: int | None = setting(optional(int_at_least(0)))
     model_store: Path | None = setting(optional(to_path))
+    workflow_store: Path | None = setting(optional(to_path))  # .war files; None: model_store
     load_models: list[str] = setting(to_load_models, factory=list)
     models: dict[str, dict[str, ModelSettings]] = setting(to_models, factory=dict)
     # None: decide from the hardware
@@ -90,6 +92,14 @@ class Settings:
     elastic_workers: bool = setting(to_bool, True)
     scale_up_wait_ms: int = setting(int_at_least(0), 100)  # beyond max_batch_delay
     scale_down_after: int = setting(int_at_least(1), 30)  # seconds of quiet
+    # SIGTERM: s with readiness failing before the listeners close (a balancer notices) ...
+    drain_delay: int = setting(int_at_least(0), 0)
+    # ... then s for accepted requests to be answered and the workers to stop
+    drain_timeout: int = setting(int_at_least(1), 30)
+    key_file: Path | None = setting(optional(to_path))  # a key_file.json to read (a Secret)
+    management_key: str | None = setting(optional(to_key))  # keys given (e.g. from a Secret)
+    inference_key: str | None = setting(optional(to_key))
+    api_key: str | None = setting(optional(to_key))
     # Limits against hostile clients (docs/limits.md): what a connection, a download or an
     # archive may cost the server, and how long a silent worker is trusted.
     max_header_count: int = setting(int_at_least(1), 100)  # request headers; more: 431
@@ -126,7 +136,6 @@ SETTING_KEYS: tuple[str, ...] = tuple(_CONVERTERS)
 IGNORED_KEYS: tuple[str, ...] = (
     "number_of_netty_threads",
     "netty_client_threads",
-    "workflow_store",
     "cors_allowed_origin",
     "cors_allowed_methods",
     "cors_allowed_headers",
@@ -142,6 +151,7 @@ IGNORED_KEYS: tuple[str, ...] = (
 """TorchServe keys accepted in config.properties without effect (not kept in ``unknown``)."""
 
 _CONFIG_FILE_VARS = ("TORCHWIRE_CONFIG_FILE", "TS_CONFIG_FILE")
+_CONFIG_SEARCH_VAR = "TORCHWIRE_CONFIG_SEARCH"
 
 Layer = dict[str, tuple[Any, str]]  # key -> (raw value, where it came from)
 
@@ -170,16 +180,25 @@ def load_settings(
 
 
 def config_file_from_env(env: Mapping[str, str] | None = None) -> Path | None:
-    """The config file that TORCHWIRE_CONFIG_FILE / TS_CONFIG_FILE name, if any."""
+    """The config file that TORCHWIRE_CONFIG_FILE / TS_CONFIG_FILE name, else the first
+    existing one of TORCHWIRE_CONFIG_SEARCH, if any (a file found so counts as given:
+    the server starts from it, not from the last snapshot)."""
     return _config_path_from_env(os.environ if env is None else env)
 
 
 def _config_path_from_env(environ: Mapping[str, str]) -> Path | None:
+    """The named config file, else the first existing one of ``TORCHWIRE_CONFIG_SEARCH``.
+
+    The search list (``:``-separated) is how the container image finds KServe's
+    ``/mnt/models/config/config.properties`` or TorchServe's
+    ``/home/model-server/config.properties`` without flags.
+    """
     for name in _CONFIG_FILE_VARS:
         value = environ.get(name, "").strip()
         if value:
             return Path(value)
-    return None
+    candidates = environ.get(_CONFIG_SEARCH_VAR, "").split(":")
+    return next((Path(c) for c in candidates if c.strip() and Path(c).is_file()), None)
 
 
 def _file_layer(path: Path) -> tuple[Layer, dict[str, str]]:

@@ -116,6 +116,13 @@ def to_path(value: Any, key: str) -> Path:
     return path.expanduser().absolute()
 
 
+def to_key(value: Any, key: str) -> str:
+    """A key (a secret): an error names the setting, never the value."""
+    if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value.strip()):
+        raise ConfigError(f"{key} is invalid; expected a key without blanks")
+    return value.strip()
+
+
 def to_text(value: Any, key: str) -> str:
     return expect_str(value, key, "text")
 

@@ -27,6 +27,7 @@ from typing import Any
 from torchwire.errors import ExplanationsNotSupported, HandlerError, InvalidInput
 from torchwire.handlers.context import Context
 from torchwire.handlers.labels import load_label_mapping
+from torchwire.handlers.pt2 import apply_pt2
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ class BaseHandler:
         props = context.system_properties
         model_dir = Path(props["model_dir"])
         self.device = pick_device(props.get("gpu_id"))
-        self.model = self.load_model(model_dir)
+        self.model = apply_pt2(self.load_model(model_dir), self.model_yaml_config)
         self.mapping = load_label_mapping(model_dir / "index_to_name.json")
         self.initialized = True
         log.info("model %s loaded on %s", context.model_name, self.device)

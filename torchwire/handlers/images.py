@@ -152,3 +152,27 @@ def decode_image(value: object, mode: str = DEFAULT_MODE) -> Image.Image:
         raise InvalidInput(
             f"the image (mode {image.mode}) cannot be converted to {mode}: {exc}"
         ) from exc
+
+
+def list_tensor(value: list[Any]) -> Any:
+    """A JSON list of numbers (nested to any depth) as a float32 tensor, as TorchServe's
+    VisionHandler takes it: the model input as it is, no image transform applied."""
+    import torch
+
+    try:
+        tensor = torch.tensor(value, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InvalidInput(
+            f"a JSON list input must be numbers in nested lists of equal lengths: {exc}"
+        ) from exc
+    if tensor.numel() == 0:
+        raise InvalidInput("the input is an empty list: expected an image or a tensor")
+    return tensor
+
+
+def tensor_size(tensor: Any) -> tuple[int, int]:
+    """``(width, height)`` of a ``[..., H, W]`` tensor (a 1-D one is one row)."""
+    shape = tuple(tensor.shape)
+    if len(shape) < 2:
+        return (shape[0] if shape else 1, 1)
+    return (int(shape[-1]), int(shape[-2]))

@@ -18,10 +18,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from torchwire.metrics_yaml import MetricSpec
 from torchwire.protocol import MetricRecord
 
 _METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+class MetricsCacheKeyError(KeyError):
+    """No such metric in the cache (TorchServe's name for the error)."""
+
+
+class MetricsCacheValueError(ValueError):
+    """A metric declaration that does not fit the metric already in the cache."""
 
 
 class MetricTypes(enum.Enum):
@@ -133,10 +142,12 @@ class Metric:
 class MetricsCache:
     """What ``context.metrics`` is: creates metrics and collects their updates."""
 
-    def __init__(self, model_name: str) -> None:
+    def __init__(self, model_name: str, declared: Iterable[MetricSpec] = ()) -> None:
         self.model_name = model_name
         self._metrics: dict[tuple[str, MetricTypes], Metric] = {}
         self._records: list[MetricRecord] = []
+        for spec in declared:  # metrics_config's model_metrics: get_metric() finds them
+            self.add_metric_to_cache(spec.name, spec.unit, list(spec.dimensions), spec.kind)
 
     # -- TorchServe's explicit API ---------------------------------------------
     def add_metric_to_cache(self, metric_name: str, unit: str = "count",
@@ -147,7 +158,7 @@ class MetricsCache:
         existing = self._metrics.get((metric_name, kind))
         if existing is not None:
             if existing.dimension_names != names:
-                raise ValueError(
+                raise MetricsCacheValueError(
                     f"{kind.value} {metric_name} already has dimensions "
                     f"{existing.dimension_names}; it cannot also have {names}"
                 )
@@ -161,7 +172,7 @@ class MetricsCache:
         kind = _metric_type(metric_type)
         metric = self._metrics.get((metric_name, kind))
         if metric is None:
-            raise KeyError(
+            raise MetricsCacheKeyError(
                 f"no {kind.value} named {metric_name}; create it with add_metric_to_cache()"
             )
         return metric

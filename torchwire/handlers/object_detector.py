@@ -87,5 +87,5 @@ class ObjectDetector(VisionHandler):
                                      strict=True):
             if score >= self.threshold:
                 name = label_of(self.mapping, int(label))
-                found.append({name: [round(v, 2) for v in box], "score": score})
+                found.append({name: box, "score": score})
         return sorted(found, key=lambda d: -d["score"])

@@ -20,7 +20,13 @@ from PIL import Image
 from torchwire.errors import HandlerError, InvalidInput
 from torchwire.handlers.base import BaseHandler, Prepared, input_fields, one_thread
 from torchwire.handlers.context import Context
-from torchwire.handlers.images import AUTO_MODE, DEFAULT_MODE, decode_image
+from torchwire.handlers.images import (
+    AUTO_MODE,
+    DEFAULT_MODE,
+    decode_image,
+    list_tensor,
+    tensor_size,
+)
 from torchwire.handlers.transforms import (
     IMAGENET,
     TRANSFORM_KEYS,
@@ -80,10 +86,22 @@ class VisionHandler(BaseHandler):
             raise HandlerError(f"{type(self).__name__} has no image_processing transform")
         return self.image_processing(image)
 
+    def prepare_input(self, value: Any) -> tuple[torch.Tensor, tuple[int, int]]:
+        """One input as the model's tensor and its ``(width, height)`` as decoded.
+
+        An image is decoded and transformed; a JSON list of numbers is the tensor
+        itself, untransformed, as in TorchServe's VisionHandler.
+        """
+        if isinstance(value, list):
+            tensor = list_tensor(value)
+            return tensor, tensor_size(tensor)
+        image = self.decode(value)
+        return self.preprocess_image(image), image.size
+
     def preprocess_one(self, row: dict[str, Any]) -> torch.Tensor:
         """One request's (first) image as a CHW tensor; InvalidInput if it does not decode."""
         (_, value), *_ = image_fields(row)[0]
-        return self.preprocess_image(self.decode(value))
+        return self.prepare_input(value)[0]
 
     def preprocess(self, data: list[dict[str, Any]]) -> Any:
         """TorchServe's contract: one image per row, stacked into one batch tensor."""
@@ -100,11 +118,11 @@ class VisionHandler(BaseHandler):
         tensors, sizes = [], []
         for name, value in fields:
             try:
-                image = self.decode(value)
+                tensor, size = self.prepare_input(value)
             except InvalidInput as exc:
                 raise InvalidInput(f"field {name!r}: {exc}" if several else str(exc)) from exc
-            sizes.append(image.size)
-            tensors.append(self.preprocess_image(image))
+            sizes.append(size)
+            tensors.append(tensor)
         self._decoded_sizes += sizes
         return tensors, several
 

@@ -20,8 +20,10 @@ The handler's result for that row becomes the response's output tensors:
   shape ``[1]`` holding the JSON the REST API would send, with the parameter
   ``content_type: application/json``.
 
-A single output is named ``output0``, or after the one output the model's
-``oip.outputs`` declares.
+A single output is named after the one output the model's ``oip.outputs``
+declares; with none declared, after the request's first input, as TorchServe's
+kservev2 envelope names it (``input-0`` answers ``input-0``); ``output0`` only
+when the request had no input.
 """
 
 from __future__ import annotations
@@ -160,7 +162,15 @@ def _torch_array_tensor(name: str, value: Any) -> Tensor:
 
 
 # -- the outcome -------------------------------------------------------------------------
-def tensor_outcome(result: Any, ctx: Context, idx: int, handler: str) -> Outcome:
+def single_output_name(ctx: Context, item: Item) -> list[str]:
+    """The declared output's name, else the request's first input's (as TorchServe)."""
+    declared = output_names(ctx.model_yaml_config)
+    if declared:
+        return declared
+    return [p.name for p in item.params if isinstance(p.value, Tensor)][:1]
+
+
+def tensor_outcome(result: Any, ctx: Context, idx: int, handler: str, item: Item) -> Outcome:
     """The Outcome of an OIP request: its output tensors, or its error."""
     from torchwire.oip.tensor import TENSORS_CONTENT_TYPE, encode_tensors
 
@@ -171,7 +181,7 @@ def tensor_outcome(result: Any, ctx: Context, idx: int, handler: str) -> Outcome
         message = result if isinstance(result, str) else json.dumps(result, default=jsonable)
         return error_outcome(error_for_status(status, message))
     try:
-        tensors = result_tensors(result, output_names(ctx.model_yaml_config))
+        tensors = result_tensors(result, single_output_name(ctx, item))
     except (TypeError, ValueError) as exc:
         return error_outcome(HandlerError(f"handler {handler} returned {exc}"))
     return Outcome(status, encode_tensors(tensors), TENSORS_CONTENT_TYPE)

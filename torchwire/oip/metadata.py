@@ -12,7 +12,7 @@ Declared in the archive's model-config.yaml (all optional)::
 When inputs are declared, every request must send exactly those inputs with
 those datatypes and matching shapes (-1 matches any size); with none declared
 any inputs are passed to the handler. One declared output names the handler's
-single result tensor (otherwise it is ``output0``).
+single result tensor (otherwise it is named after the first input).
 """
 
 from __future__ import annotations

@@ -46,6 +46,7 @@ from torchwire.protocol import (
     recv_message,
 )
 from torchwire.workers.partials import PartialSender, Send
+from torchwire.workers.warmup import warm_up
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def outcome_of(result: Any, ctx: Context, idx: int, handler: str, item: Item) ->
     if is_tensor_item(item):
         from torchwire.oip.arrays import tensor_outcome
 
-        return tensor_outcome(result, ctx, idx, handler)
+        return tensor_outcome(result, ctx, idx, handler, item)
     return result_outcome(result, ctx, idx, handler)
 
 
@@ -183,11 +184,14 @@ def load(spec: WorkerSpec) -> Worker:
         spec.gpu_id,
         model_version=spec.model_version,
         model_yaml_config=spec.model_yaml_config,
-        metrics=MetricsCache(spec.model_name),
+        metrics=MetricsCache(spec.model_name, spec.model_metrics),
     )
     service = resolve(spec.handler, Path(spec.model_dir))
     service.initialize(ctx)
-    return Worker(spec, service, ctx)
+    worker = Worker(spec, service, ctx)
+    warm_up(worker.run, spec.model_yaml_config, Path(spec.model_dir))
+    ctx.metrics.drain()  # what the warm-up recorded is not the clients' traffic
+    return worker
 
 
 def device_of(worker: Worker) -> str:

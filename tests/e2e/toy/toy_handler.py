@@ -24,6 +24,9 @@ class ToyHandler:
         self.context = context
         if os.environ.get("TOY_FAIL_LOAD") or context.model_yaml_config.get("fail_load"):
             raise RuntimeError("toy model refuses to load")
+        gate = context.model_yaml_config.get("load_gate")
+        if gate:  # a slow-loading model: initialize lasts until the test creates ``gate``
+            _wait_for(gate, limit=120.0)
 
     def handle(self, data, context):
         if context.get_request_header(0, "describe") == "True":

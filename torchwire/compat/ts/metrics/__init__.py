@@ -1,0 +1,1 @@
+"""``ts.metrics``: the custom metrics API handlers reach through ``context.metrics``."""

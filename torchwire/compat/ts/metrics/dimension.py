@@ -1,0 +1,5 @@
+"""``ts.metrics.dimension``."""
+
+from torchwire.handlers.metrics import Dimension
+
+__all__ = ["Dimension"]

@@ -1,0 +1,5 @@
+"""``ts.torch_handler.request_envelope.base``."""
+
+from torchwire.compat.envelopes import BaseEnvelope
+
+__all__ = ["BaseEnvelope"]

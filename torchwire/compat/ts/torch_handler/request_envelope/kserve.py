@@ -1,0 +1,5 @@
+"""``ts.torch_handler.request_envelope.kserve``."""
+
+from torchwire.compat.envelopes import KServeEnvelope
+
+__all__ = ["KServeEnvelope"]
