@@ -174,8 +174,8 @@ def med(values: list[float]) -> str:
     return f"{statistics.median(values):.0f}" if values else "-"
 
 
-def print_tables(loads: dict[str, list[tuple[int, LoadResult, float]]],
-                 firsts: list[FirstRequest], args: argparse.Namespace) -> None:
+def print_loads(loads: dict[str, list[tuple[int, LoadResult, float]]],
+                args: argparse.Namespace) -> None:
     print(f"\nresnet18 on CPU, batch size {args.batch_size}, max batch delay "
           f"{args.max_batch_delay} ms, 1 worker")
     print(f"{'variant':<10} {'conc':>4} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
@@ -187,6 +187,12 @@ def print_tables(loads: dict[str, list[tuple[int, LoadResult, float]]],
             vs = r.rps / eager[c] if name != "eager" and eager.get(c) else float("nan")
             print(f"{name:<10} {c:>4} {r.rps:>8.1f} {r.p50_ms:>8.1f} {r.p99_ms:>8.1f} "
                   f"{r.errors:>6} {ceil:>9.1f} {ratio:>6.2f} {vs:>9.2f}")
+
+
+def print_tables(loads: dict[str, list[tuple[int, LoadResult, float]]],
+                 firsts: list[FirstRequest], args: argparse.Namespace) -> None:
+    if loads:
+        print_loads(loads, args)
     print(f"\nfirst request after /ping 200 (median of {args.startups} start(s); "
           f"'next' = median of the following {args.after} requests)")
     print(f"{'variant':<10} {'ready s':>8} {'first ms':>9} {'next ms':>8} {'first-next':>10}  "

@@ -52,12 +52,9 @@ _FILE = re.compile(r"(?P<stamp>[0-9]{17})-(?:startup|snapshot|shutdown)\.cfg")
 # Keys given as settings are secrets: a snapshot (a plain file under the logs) never holds them.
 _NOT_WRITTEN = frozenset({"unknown", "model_snapshot", "load_models",
                           "management_key", "inference_key", "api_key"})
-def _camel_names() -> dict[str, str]:
-    """ModelSettings field -> the key TorchServe writes in model_snapshot (its first alias).
-
-    Every model key declares its camelCase spelling first, so a new key needs no table here.
-    """
-    return {f.name: f.metadata["aliases"][0] for f in dataclasses.fields(ModelSettings)}
+# Each per-model key as TorchServe spells it: the first alias its field declares.
+_CAMEL = {f.name: (f.metadata.get("aliases") or (f.name,))[0]
+          for f in dataclasses.fields(ModelSettings)}
 
 
 # --------------------------------------------------------------------------- writing
@@ -78,8 +75,7 @@ def property_value(value: Any) -> str:
 
 
 def _model_json(entry: ModelSettings) -> dict[str, Any]:
-    camel = _camel_names()
-    return {camel[k]: v for k, v in dataclasses.asdict(entry).items() if v is not None}
+    return {_CAMEL[k]: v for k, v in dataclasses.asdict(entry).items() if v is not None}
 
 
 def settings_properties(settings: Settings) -> dict[str, str]:

@@ -182,3 +182,14 @@ def test_source_prefers_a_recorded_path_then_the_stores_copy(tmp_path: Path) -> 
     assert restorer.source(entry("http://h/allowed/web.mar", "web.mar")) == "web.mar"
     assert restorer.source(entry("http://h/allowed/x.mar", "x.mar")) == "http://h/allowed/x.mar"
     assert restorer.source(entry("noop.mar", "noop.mar")) == "noop.mar"  # TorchServe's files
+
+
+def test_every_per_model_key_is_written_camel_case() -> None:
+    from torchwire.config import ModelSettings
+    from torchwire.snapshot import property_value
+
+    entry = ModelSettings(batch_size=4, gpu_ids=[0], batch_policy="torchserve",
+                          scale_up_wait_ms=5)
+    written = json.loads(property_value({"m": {"1.0": entry}}))
+    assert written == {"m": {"1.0": {"batchSize": 4, "deviceIds": [0],
+                                     "batchPolicy": "torchserve", "scaleUpWaitMs": 5}}}
