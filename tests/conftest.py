@@ -94,7 +94,7 @@ def listening(log: Path, offset: int = 0) -> dict[str, str]:
 
 
 def start_server(tmp: Path, store: Path, models: list[str], config: dict[str, object],
-                 want_ping: int = 200) -> RunningServer:
+                 want_ping: int = 200, env: dict[str, str] | None = None) -> RunningServer:
     """Start ``python -m torchwire`` on ports the OS picks (port 0, read back from the log)."""
     tmp.mkdir(parents=True, exist_ok=True)
     props = {
@@ -114,7 +114,7 @@ def start_server(tmp: Path, store: Path, models: list[str], config: dict[str, ob
            str(store), "--ts-config", str(cfg), "--log-location", str(log_dir),
            *(["--models", *models] if models else [])]
     proc = subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+                            start_new_session=True, env={**os.environ, **(env or {})})
     try:
         wait_until(lambda: _running(proc) and "inference" in listening(log, offset), 90,
                    "the server listening")
@@ -361,3 +361,53 @@ def serving_archive(archive: bytes) -> Iterator[str]:
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+# -- hostile clients (issue 15) ------------------------------------------------------------
+@dataclass
+class Hostile:
+    """A server with tight limits, its model store and its scratch (TMPDIR) folder."""
+
+    server: RunningServer
+    store: Path
+    scratch: Path
+    management_url: str
+
+    def work_dir(self) -> Path:
+        return next(self.scratch.glob("torchwire-models-*"))
+
+
+HOSTILE_LIMITS: dict[str, object] = {
+    "header_read_timeout": 2, "body_read_timeout": 2, "worker_heartbeat_timeout": 2,
+    "max_workers_per_model": 2, "max_workers_total": 2, "max_download_size": 1_000_000,
+    "download_timeout": 3, "max_extracted_size": 50_000_000, "job_queue_size": 4,
+}
+
+
+@pytest.fixture(scope="session")
+def hostile(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hostile]:
+    """The toy model (one worker) behind small limits; model API on, no keys.
+
+    ``allowed_urls``: file://<store>/allowed/... and http://127.0.0.1:<port>/allowed/...
+    """
+    tmp = tmp_path_factory.mktemp("hostile")
+    store, scratch = tmp / "store", tmp / "scratch"
+    store.mkdir()
+    scratch.mkdir()
+    toy = toy_archive(store, "toy")
+    (store / "allowed").mkdir()
+    (store / "allowed" / "toy.mar").write_bytes(toy.read_bytes())
+    models = {"toy": {"1.0": {"batchSize": 1, "maxBatchDelay": 0}}}
+    config = {**HOSTILE_LIMITS, "enable_model_api": "true", "disable_token_authorization": "true",
+              "models": json.dumps(models),
+              "allowed_urls": f"file://{store}/allowed/.*,http://127.0.0.1:[0-9]+/allowed/.*"}
+    running = start_server(tmp / "run", store, ["toy=toy-1.0/toy.mar"], config,
+                           env={"TMPDIR": str(scratch)})
+    yield Hostile(running, store, scratch, running.management_url)
+    stop_server(running)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fuzz-long", action="store_true", default=False,
+                     help="run the Schemathesis fuzz test with many cases per operation "
+                          "(tests/e2e/test_fuzz.py; minutes instead of under one)")

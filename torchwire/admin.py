@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from torchwire.ceiling import WorkerCeiling
 from torchwire.config import ModelSettings, Settings
 from torchwire.describe import describe_model, list_page
+from torchwire.download import Downloads, download_limits
 from torchwire.errors import BadRequest, ConfigError, InternalError, ModelAPIDisabled
 from torchwire.model import ModelState, ModelVersion
 from torchwire.protocol import DESCRIBE, Item
@@ -74,6 +76,8 @@ class ModelAdmin:
         self.registry = registry
         self.store = store
         self.settings = settings
+        self.ceiling = WorkerCeiling(settings, store.gpus.count)
+        self.downloads = Downloads()  # cut at shutdown
         self.on_change = on_change  # the models changed (the server writes a snapshot)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -89,7 +93,8 @@ class ModelAdmin:
         else:
             models = [self.registry.get(name, version)]
         docs = [describe_model(m) for m in models]
-        if customized and version != "all":
+        if customized and version != "all" and models[0].state is not ModelState.STOPPED:
+            # scaled to 0: no handler to ask; the description still answers (TorchServe: 503)
             docs[0]["customizedMetadata"] = await self.customized(models[0], headers or {})
         return docs
 
@@ -108,6 +113,7 @@ class ModelAdmin:
             raise BadRequest(f"min_worker={low} is invalid; expected an integer >= 0")
         if high < low:
             raise BadRequest("max_worker cannot be less than min_worker.")
+        self.ceiling.check(model, low, high, self.registry)
         work = self._then_changed(model.scale(low, high, scaling.drain))
         if not scaling.synchronous:
             self._background(work, f"scaling {name} {model.version} to {low}")
@@ -117,6 +123,11 @@ class ModelAdmin:
             raise InternalError(f"Failed to start workers for model {name}: {model.load_error}")
         where = f"{name}, version: {version}" if version else name
         return Answer(f"Workers scaled to {low} for model: {where}", model)
+
+    def check_workers(self, model: ModelVersion) -> None:
+        """Refuse (400) a model whose configured workers exceed the ceilings."""
+        cfg = model.config
+        self.ceiling.check(model, cfg.min_workers, cfg.max_workers, self.registry)
 
     def set_default(self, name: str, version: str) -> str:
         self.registry.set_default(name, version)
@@ -134,6 +145,7 @@ class ModelAdmin:
         check_runtime(reg.runtime)
         model = await self._build(reg)
         try:
+            self.check_workers(model)
             self.registry.add(model)
         except Exception:
             self._discard(model)
@@ -148,7 +160,7 @@ class ModelAdmin:
     async def _build(self, reg: Registration) -> ModelVersion:
         s = self.settings
         path, downloaded = await fetch(reg.url, s.model_store, s.allowed_urls,
-                                       self.store.work_dir, float(s.default_startup_timeout))
+                                       self.store.work_dir, download_limits(s), self.downloads)
         spec = ModelSpec(str(path), reg.name, reg.handler)
         # no initial_workers: the configured default_workers_per_model, else 0 (TorchServe)
         unset = s.default_workers_per_model or 0

@@ -38,6 +38,8 @@ def memory_usage(pid: int | None) -> int:
 
 
 def worker_status(worker: WorkerProcess) -> str:
+    if worker.unresponsive:
+        return "UNRESPONSIVE"  # missed its heartbeats; being replaced
     if worker.retiring:
         return "UNLOADING"
     return "READY" if worker.alive else "LOADING"

@@ -117,6 +117,12 @@ class WorkerDied(ServiceUnavailable):
     type_name = "WorkerDiedException"
 
 
+class WorkerUnresponsive(ServiceUnavailable):
+    """The worker stopped answering heartbeats (stopped, hung outside Python, starved)."""
+
+    type_name = "WorkerUnresponsiveException"
+
+
 class DownloadArchiveError(BadRequest):
     """An http(s) archive URL could not be downloaded."""
 

@@ -54,6 +54,7 @@ class ModelVersion:
         torch_threads: int | None = None,
         requirements: ModelRequirements | None = None,
         model_metrics: tuple[MetricSpec, ...] = (),
+        heartbeat_timeout: float = 5.0,
     ) -> None:
         self.model_metrics = model_metrics
         self.torch_threads = torch_threads
@@ -82,6 +83,7 @@ class ModelVersion:
         self.pool = WorkerPool(
             f"{self.name}-{self.version}", self._spec, hooks, config.response_timeout,
             config.startup_timeout, log_dir, on_failed=self._load_failed,
+            heartbeat_timeout=heartbeat_timeout,
         )
         self.elastic = ElasticScaler(self, config.elastic)
 
@@ -216,6 +218,17 @@ class ModelVersion:
         stream = ResponseStream(job, self.answer_limit)
         self.batcher.submit(job)
         return stream
+
+    def submit_all(self, items: list[Item], kind: Kind = PREDICT) -> list[ResponseStream]:
+        """Queue every item, or none (503, before any runs) when they do not all fit."""
+        self._check_servable()
+        size = self.config.job_queue_size
+        free = size - len(self.batcher.pending)
+        if len(items) > free:
+            raise ServiceUnavailable(
+                f"{len(items)} instances do not fit the job queue ({max(0, free)} of "
+                f"job_queue_size {size} places free); none of them was run")
+        return [self.submit(item, kind) for item in items]  # no await between: all fit
 
     def _check_servable(self) -> None:
         state = self.state

@@ -142,6 +142,18 @@ class Partial:
 
 
 @dataclass(frozen=True)
+class Ping:
+    """A heartbeat from the front; the worker's reader thread answers it at once."""
+
+    seq: int
+
+
+@dataclass(frozen=True)
+class Pong:
+    seq: int
+
+
+@dataclass(frozen=True)
 class Ready:
     pid: int
     device: str

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import resource
 import shutil
 import signal
 import socket
@@ -20,6 +21,7 @@ from starlette.routing import BaseRoute
 import torchwire
 from torchwire.admin import ModelAdmin
 from torchwire.api.access import AccessLog
+from torchwire.api.connection import connection_limits, guarded_protocol
 from torchwire.api.inference import InferenceAPI
 from torchwire.api.kserve import KServeV1API
 from torchwire.api.kserve_v2 import KServeV2API
@@ -176,6 +178,7 @@ class Server:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        raise_fd_limit()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         try:
@@ -214,7 +217,8 @@ class Server:
     async def _serve(self, name: str, address: Address, app: Starlette,
                      sock: socket.socket) -> None:
         config = uvicorn.Config(
-            app, http="httptools", lifespan="off", access_log=False, log_config=None,
+            app, http=guarded_protocol(connection_limits(self.settings)), lifespan="off",
+            access_log=False, log_config=None,
             timeout_keep_alive=120, server_header=False, ssl_keyfile=self._tls("key"),
             ssl_certfile=self._tls("cert"), limit_max_requests=None,
         )
@@ -260,6 +264,7 @@ class Server:
         try:
             # In a thread: unpacking a large archive must not stall liveness probes.
             model = await asyncio.to_thread(self.store.build, spec, loaded_at_startup=True)
+            self.admin.check_workers(model)
             self.registry.add(model)
         except ServeError as exc:
             self.registry.startup_failures[spec.name or spec.url] = exc.message
@@ -278,6 +283,7 @@ class Server:
         accepting; accepted requests are answered (within ``drain_timeout``); workers stop.
         """
         self.registry.draining = True
+        self.admin.downloads.stop_all()  # a registration's download never delays the stop
         self.snapshots.save("shutdown")
         delay, timeout = self.settings.drain_delay, self.settings.drain_timeout
         log.info("stopping: readiness now fails; listeners close in %d s", delay)
@@ -294,6 +300,17 @@ class Server:
         shutil.rmtree(self.store.work_dir, ignore_errors=True)
         if self.keys is not None:
             self.keys.remove()
+
+
+def raise_fd_limit() -> None:
+    """Let the soft open-file limit reach the hard one: every connection is a descriptor."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
 
 
 def metrics_options(settings: Settings, gpus: int) -> MetricsOptions:

@@ -36,6 +36,7 @@ from torchwire.config import (
     model_settings_from_mapping,
     parse_properties,
 )
+from torchwire.download import Downloads, download_limits
 from torchwire.errors import ConfigError, ServeError
 from torchwire.registry import ModelRegistry
 from torchwire.sources import fetch, is_remote
@@ -333,7 +334,7 @@ class Restorer:
     async def _build(self, entry: SnapshotEntry) -> ModelVersion:
         s = self.settings
         path, downloaded = await fetch(self.source(entry), s.model_store, s.allowed_urls,
-                                       self.store.work_dir, float(s.default_startup_timeout))
+                                       self.store.work_dir, download_limits(s), Downloads())
         spec = ModelSpec(str(path), entry.name)
         try:
             model = await asyncio.to_thread(self.store.build, spec, entry.overrides, True)

@@ -18,28 +18,50 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import posixpath
 import re
 import shutil
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import quote, unquote, urlparse, urlsplit
 
-from torchwire.errors import BadRequest, DownloadArchiveError
+from torchwire.download import DownloadLimits, Downloads, download_to
+from torchwire.errors import BadRequest
 
 log = logging.getLogger(__name__)
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_CHUNK = 1 << 20
 
 
-def check_allowed(url: str, patterns: list[str]) -> None:
-    if not any(re.fullmatch(pattern, url) for pattern in patterns):
+def normalise_url(url: str) -> str:
+    """``url`` decoded, with its dot segments resolved (``/a/../b`` is ``/b``), any scheme.
+
+    ``allowed_urls`` is matched against this form, and this form is what is fetched or
+    opened, so ``allowed/../elsewhere`` or ``allowed/%2e%2e/elsewhere`` cannot pass.
+    """
+    parts = urlsplit(url)
+    path = unquote(parts.path)
+    if "\x00" in path:
+        raise BadRequest(f"url {url} holds a NUL character")
+    if path:
+        resolved = posixpath.normpath(path)
+        resolved = "/" + resolved.lstrip("/") if path.startswith("/") else resolved
+        if path.endswith("/") and not resolved.endswith("/"):
+            resolved += "/"
+        path = resolved
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme.lower()}://{parts.netloc}{path}{query}"
+
+
+def check_allowed(url: str, patterns: list[str]) -> str:
+    """The normalised ``url`` when it matches one of ``patterns``; else a 400."""
+    normal = normalise_url(url)
+    if not any(re.fullmatch(pattern, normal) for pattern in patterns):
+        shown = url if normal == url else f"{url} (that is, {normal})"
         raise BadRequest(
-            f"url {url} is not allowed: it matches none of allowed_urls ({', '.join(patterns)})"
+            f"url {shown} is not allowed: it matches none of allowed_urls ({', '.join(patterns)})"
         )
+    return normal
 
 
 def in_store(name: str, store: Path | None) -> Path:
@@ -58,14 +80,11 @@ def in_store(name: str, store: Path | None) -> Path:
 def local_path(url: str, store: Path | None, patterns: list[str]) -> Path:
     """The archive path for a store name, an absolute path or a file:// URL."""
     if url.startswith("file://"):
-        check_allowed(url, patterns)
-        path = Path(unquote(urlparse(url).path))
-        if not path.is_absolute():
+        if not urlsplit(url).path.startswith("/"):
             raise BadRequest(f"url {url} must be an absolute file:// URL")
-        return path
+        return Path(urlsplit(check_allowed(url, patterns)).path)
     if os.path.isabs(url):
-        check_allowed(f"file://{url}", patterns)
-        return Path(url)
+        return Path(urlsplit(check_allowed(f"file://{quote(url)}", patterns)).path)
     return in_store(url, store)
 
 
@@ -80,50 +99,36 @@ def unsupported_scheme(url: str) -> str | None:
     return None
 
 
-class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
-    """Follow a redirect only to a URL that allowed_urls allows too."""
-
-    def __init__(self, patterns: list[str]) -> None:
-        super().__init__()
-        self.patterns = patterns
-
-    def redirect_request(self, req: Any, fp: IO[bytes], code: int, msg: str, headers: Any,
-                         newurl: str) -> Any:
-        check_allowed(newurl, self.patterns)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+def fetchable(normal: str) -> str:
+    """A normalised (decoded) URL with its path quoted again, ready to request."""
+    parts = urlsplit(normal)
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}{quote(parts.path)}{query}"
 
 
 def _file_name(url: str) -> str:
-    name = PurePosixPath(unquote(urlparse(url).path)).name
+    name = PurePosixPath(urlsplit(url).path).name
     return name if _SAFE_NAME.fullmatch(name) else "archive"
 
 
-def download(url: str, patterns: list[str], dest_root: Path, timeout: float) -> Path:
-    """Fetch ``url`` into a new folder under ``dest_root``; the file's path."""
+def download(url: str, patterns: list[str], dest_root: Path, limits: DownloadLimits,
+             downloads: Downloads) -> Path:
+    """Fetch the allowed, normalised ``url`` into a new folder under ``dest_root``."""
     dest_root.mkdir(parents=True, exist_ok=True)
     folder = Path(tempfile.mkdtemp(prefix="download-", dir=dest_root))
     target = folder / _file_name(url)
-    opener = urllib.request.build_opener(_CheckedRedirects(patterns))
     try:
-        with opener.open(url, timeout=timeout) as response, target.open("wb") as out:
-            shutil.copyfileobj(response, out, _CHUNK)
-    except urllib.error.HTTPError as exc:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise DownloadArchiveError(f"Failed to download archive from: {url} "
-                                   f"(HTTP {exc.code} {exc.reason})") from None
-    except (urllib.error.URLError, OSError) as exc:
-        shutil.rmtree(folder, ignore_errors=True)
-        reason = getattr(exc, "reason", None) or exc
-        raise DownloadArchiveError(f"Failed to download archive from: {url} ({reason})") from None
+        size = download_to(fetchable(url), target, limits, downloads,
+                           lambda u: fetchable(check_allowed(u, patterns)))
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    log.info("downloaded %s (%d bytes)", url, target.stat().st_size)
+    log.info("downloaded %s (%d bytes)", url, size)
     return target
 
 
 async def fetch(url: str, store: Path | None, patterns: list[str], work_dir: Path,
-                timeout: float) -> tuple[Path, bool]:
+                limits: DownloadLimits, downloads: Downloads) -> tuple[Path, bool]:
     """The local archive for ``url``, and whether it is a download to delete after use."""
     if not url.strip():
         raise BadRequest("Parameter url is required.")
@@ -134,7 +139,8 @@ async def fetch(url: str, store: Path | None, patterns: list[str], work_dir: Pat
             "store, an absolute path, a file:// URL or an http(s):// URL"
         )
     if is_remote(url):
-        check_allowed(url, patterns)
-        path = await asyncio.to_thread(download, url, patterns, work_dir / "downloads", timeout)
+        normal = check_allowed(url, patterns)
+        path = await asyncio.to_thread(download, normal, patterns, work_dir / "downloads",
+                                       limits, downloads)
         return path, True
     return local_path(url, store, patterns), False

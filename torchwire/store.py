@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from torchwire.archive import Manifest, open_archive, read_manifest, read_model_config
+from torchwire.archive import Manifest, UnpackLimits, open_archive, read_manifest, read_model_config
 from torchwire.archive.manifest import model_name_problem
 from torchwire.config import ModelSettings, Settings, model_settings_from_mapping
 from torchwire.config.models import ServingConfig, resolve
@@ -82,7 +82,9 @@ class ModelStore:
         """A version of ``spec``; ``default_workers``: workers where no layer sets them
         (None: default_workers_per_model, or one per GPU)."""
         archive = self.locate(spec.url)
-        model_dir = open_archive(archive, self.work_dir)
+        limits = UnpackLimits(self.settings.max_extracted_size,
+                              self.settings.max_compression_ratio)
+        model_dir = open_archive(archive, self.work_dir, limits)
         try:
             return self._version(spec, model_dir, overrides, loaded_at_startup, default_workers)
         except BaseException:
@@ -112,6 +114,7 @@ class ModelStore:
             loaded_at_startup=loaded_at_startup, observer=self.observer,
             torch_threads=self.settings.torch_threads, model_metrics=self.model_metrics,
             requirements=self.requirements(manifest, model_dir),
+            heartbeat_timeout=float(self.settings.worker_heartbeat_timeout),
         )
 
     def requirements(self, manifest: Manifest, model_dir: Path) -> ModelRequirements | None:

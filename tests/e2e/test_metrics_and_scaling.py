@@ -64,7 +64,9 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     for name in ("counted", "queued", "crashy", "custom", "scaled"):
         toy_archive(store, name)
     models = {"counted": {"1.0": {"minWorkers": 2, "maxWorkers": 2}}}
-    config = {"disable_token_authorization": "true", "models": json.dumps(models)}
+    # scaling to 3 workers is the point of a test below, whatever the machine runs
+    config = {"disable_token_authorization": "true", "models": json.dumps(models),
+              "max_workers_per_model": 3}
     archives = [f"{n}={n}-1.0/{n}.mar" for n in ("counted", "queued", "crashy", "custom",
                                                  "scaled")]
     running = start_server(tmp, store, archives, config)

@@ -30,6 +30,8 @@ from torchwire.protocol import (
     Item,
     LoadFailed,
     Outcome,
+    Ping,
+    Pong,
     Ready,
     recv_message,
 )
@@ -82,6 +84,11 @@ class FakeChild:
                 self.answer(message)
             elif isinstance(message, Batch):
                 self.batches.put(message)
+            elif isinstance(message, Ping):  # the heartbeat, answered as the real child does
+                try:
+                    self.writer.send(Pong(message.seq))
+                except OSError:
+                    return  # the front closed the socket
 
     def next_batch(self, timeout: float = 10.0) -> Batch:
         return self.batches.get(timeout=timeout)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from torchwire.download import DownloadLimits, Downloads
 from torchwire.errors import BadRequest
 from torchwire.sources import check_allowed, fetch, in_store, local_path
 
@@ -48,4 +49,5 @@ def test_paths_and_file_urls_obey_allowed_urls(tmp_path: Path) -> None:
 ])
 def test_fetch_refuses_with_a_reason(tmp_path: Path, url: str, message: str) -> None:
     with pytest.raises(BadRequest, match=message):
-        asyncio.run(fetch(url, tmp_path, [r"file://.*"], tmp_path, 5))
+        asyncio.run(fetch(url, tmp_path, [r"file://.*"], tmp_path, DownloadLimits(timeout=5),
+                              Downloads()))

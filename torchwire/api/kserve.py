@@ -11,12 +11,12 @@ from starlette.routing import Route
 
 from torchwire.api.access import note_model
 from torchwire.api.disconnect import unless_client_leaves
-from torchwire.api.payload import json_body, read_body, request_id
+from torchwire.api.payload import header_view, json_body, read_body, request_id
 from torchwire.api.responses import json_response, outcome_value
 from torchwire.config import Settings
 from torchwire.errors import BadRequest
 from torchwire.model import ModelVersion
-from torchwire.protocol import EXPLAIN, PREDICT, Item, Kind, Outcome, Param
+from torchwire.protocol import EXPLAIN, PREDICT, Item, Kind, Param
 from torchwire.registry import ModelRegistry
 
 
@@ -57,15 +57,12 @@ class KServeV1API:
         note_model(request, model)
         body = await read_body(request, self.settings.max_request_size)
         instances = instances_of(json_body(body))
-        rid, headers = request_id(request), dict(request.headers)
+        rid, headers = request_id(request), header_view(request)
         items = [instance_item(x, f"{rid}-{i}", headers) for i, x in enumerate(instances)]
         return await unless_client_leaves(request.receive, run_items(model, items, kind))
 
 
 async def run_items(model: ModelVersion, items: list[Item], kind: Kind) -> list[Any]:
-    outcomes = await asyncio.gather(*(answer(model, i, kind) for i in items))
+    streams = model.submit_all(items, kind)  # admitted whole or refused whole
+    outcomes = await asyncio.gather(*(stream.result() for stream in streams))
     return [outcome_value(o) for o in outcomes]
-
-
-async def answer(model: ModelVersion, item: Item, kind: Kind) -> Outcome:
-    return await model.submit(item, kind).result()

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from torchwire.api.disconnect import unless_client_leaves
-from torchwire.api.payload import json_body, read_body, request_id
+from torchwire.api.payload import header_view, json_body, read_body, request_id
 from torchwire.api.responses import json_response
 from torchwire.config import Settings
 from torchwire.errors import InternalError, ServeError
@@ -103,7 +103,7 @@ class KServeV2API:
         req = json_codec.parse_request(json_body(head), binary)
         rid = request_id(request)
         tensors = await unless_client_leaves(
-            request.receive, infer(model, req, rid, dict(request.headers), kind))
+            request.receive, infer(model, req, rid, header_view(request), kind))
         out, head_size = json_codec.response_body(req, model.name, model.version, tensors)
         if len(out) > self.settings.max_response_size:
             raise InternalError(f"the response of {len(out)} bytes exceeds max_response_size "

@@ -21,7 +21,7 @@ import torchwire
 from torchwire.admin import Answer, ModelAdmin, Registration, Scaling
 from torchwire.api.access import note_model
 from torchwire.api.management_doc import management_document
-from torchwire.api.payload import json_body, read_body
+from torchwire.api.payload import header_view, json_body, read_body
 from torchwire.api.responses import json_response
 from torchwire.auth import ROTATABLE, KeyRing
 from torchwire.config import ModelSettings, Settings, model_settings_from_mapping
@@ -155,7 +155,7 @@ class ManagementAPI:
         name = request.path_params["model_name"]
         version = request.path_params.get("model_version")
         customized = bool_param(request.query_params, "customized", False)
-        docs = await self.admin.describe(name, version, customized, dict(request.headers))
+        docs = await self.admin.describe(name, version, customized, header_view(request))
         return json_response(docs)
 
     async def kserve_ready(self, request: Request) -> Response:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
@@ -10,6 +9,7 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from torchwire.errors import BadRequest, PayloadTooLarge
+from torchwire.jsondoc import parse_json
 from torchwire.protocol import Item, Param
 
 EMPTY_BODY = (
@@ -73,7 +73,16 @@ async def item_from_request(request: Request, limit: int) -> Item:
     else:
         raise BadRequest(EMPTY_BODY)
     params.extend(query_params(request))
-    return Item(request_id(request), tuple(params), dict(request.headers))
+    return Item(request_id(request), tuple(params), header_view(request))
+
+
+def header_view(request: Request) -> dict[str, str]:
+    """The handler's headers, first value of each name winning, built in linear time.
+
+    ``dict(request.headers)`` looks every name up again in the raw list (quadratic in
+    the header count); this walks the list once, backwards, so the first value wins.
+    """
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(request.headers.raw)}
 
 
 def _has_content(param: Param) -> bool:
@@ -83,7 +92,4 @@ def _has_content(param: Param) -> bool:
 def json_body(body: bytes) -> Any:
     if not body:
         raise BadRequest("the request body is empty; expected a JSON document")
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
+    return parse_json(body, "the request body")

@@ -2,12 +2,13 @@
 
 from torchwire.archive.manifest import MANIFEST_PATH, Manifest, read_manifest, read_model_config
 from torchwire.archive.pack import write_archive
-from torchwire.archive.unpack import open_archive
+from torchwire.archive.unpack import UnpackLimits, open_archive
 
 __all__ = [
     "MANIFEST_PATH",
     "Manifest",
     "open_archive",
+    "UnpackLimits",
     "read_manifest",
     "read_model_config",
     "write_archive",

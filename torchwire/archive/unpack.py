@@ -13,6 +13,7 @@ import tarfile
 import tempfile
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -31,8 +32,22 @@ _CORRUPT = (zipfile.BadZipFile, tarfile.TarError, zlib.error, lzma.LZMAError, EO
 
 ArchiveKind = Literal["zip", "tar"]
 
+# What an archive's first bytes are, for each kind (the rest of the file is never read).
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+_TAR_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz
+_USTAR_AT = 257  # an uncompressed tar's "ustar" magic
+_HEAD_SIZE = 512
 
-def open_archive(path: Path, dest_root: Path) -> Path:
+
+@dataclass(frozen=True)
+class UnpackLimits:
+    """What one archive may unpack to (config keys of the same names; docs/limits.md)."""
+
+    max_extracted_size: int = 16 * 1024**3
+    max_compression_ratio: int = 100
+
+
+def open_archive(path: Path, dest_root: Path, limits: UnpackLimits | None = None) -> Path:
     """Return the model directory (the one holding MAR-INF/MANIFEST.json) for ``path``.
 
     A directory is returned as it is. A zip (.mar) or tar (.tar.gz/.tgz) archive is
@@ -47,17 +62,20 @@ def open_archive(path: Path, dest_root: Path) -> Path:
         return path
     if not path.is_file():
         raise ArchiveError(f"model archive {path} is not a regular file or a directory")
-    return _extract(path, dest_root, _detect_kind(path))
+    return _extract(path, dest_root, _detect_kind(path), limits or UnpackLimits())
 
 
 def _detect_kind(path: Path) -> ArchiveKind:
+    """The archive's kind from its first bytes only (a huge file is not read through)."""
     try:
-        if zipfile.is_zipfile(path):
-            return "zip"
-        if tarfile.is_tarfile(path):
-            return "tar"
-    except (OSError, *_CORRUPT) as exc:
+        with path.open("rb") as fh:
+            head = fh.read(_HEAD_SIZE)
+    except OSError as exc:
         raise ArchiveError(f"cannot read model archive {path}: {exc}") from exc
+    if head.startswith(_ZIP_MAGIC):
+        return "zip"
+    if head.startswith(_TAR_MAGIC) or head[_USTAR_AT:_USTAR_AT + 5] == b"ustar":
+        return "tar"
     raise ArchiveError(
         f"model archive {path} is corrupt or of an unknown kind "
         "(expected a zip/.mar, a .tar.gz/.tgz or a directory)"
@@ -77,15 +95,29 @@ def extraction_name(path: Path) -> str:
     return f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def _extract(archive: Path, dest_root: Path, kind: ArchiveKind) -> Path:
+def check_unpacked_size(archive: Path, total: int, limits: UnpackLimits) -> None:
+    """Refuse (400) an archive whose members add up to more than the limits allow."""
+    if total > limits.max_extracted_size:
+        raise ArchiveError(
+            f"model archive {archive} unpacks to {total} bytes, more than max_extracted_size "
+            f"({limits.max_extracted_size} bytes)")
+    packed = max(1, archive.stat().st_size)
+    if total > packed * limits.max_compression_ratio:
+        raise ArchiveError(
+            f"model archive {archive} unpacks to {total // packed} times its size, more than "
+            f"max_compression_ratio ({limits.max_compression_ratio}); it looks like an "
+            "archive bomb")
+
+
+def _extract(archive: Path, dest_root: Path, kind: ArchiveKind, limits: UnpackLimits) -> Path:
     dest_root.mkdir(parents=True, exist_ok=True)
     base = extraction_name(archive)
     tmp = Path(tempfile.mkdtemp(prefix=f".{base}.", suffix=".partial", dir=dest_root))
     try:
         if kind == "zip":
-            _extract_zip(archive, tmp)
+            _extract_zip(archive, tmp, limits)
         else:
-            _extract_tar(archive, tmp)
+            _extract_tar(archive, tmp, limits)
         relative = _find_model_dir(tmp, archive).relative_to(tmp)
         final = _publish(tmp, dest_root, base)
     except BaseException:
@@ -173,16 +205,18 @@ def _extract_zip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path) 
         shutil.copyfileobj(src, dst, _COPY_CHUNK)
 
 
-def extract_zip(archive: Path, dest: Path) -> None:
+def extract_zip(archive: Path, dest: Path, limits: UnpackLimits | None = None) -> None:
     """Extract a zip into ``dest`` after checking every member (for .war files too)."""
-    _extract_zip(archive, dest)
+    _extract_zip(archive, dest, limits or UnpackLimits())
 
 
-def _extract_zip(archive: Path, dest: Path) -> None:
+def _extract_zip(archive: Path, dest: Path, limits: UnpackLimits) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
             infos = zf.infolist()
             _check_zip_members(archive, infos)
+            # zipfile never reads past a member's declared size (and checks its CRC).
+            check_unpacked_size(archive, sum(info.file_size for info in infos), limits)
             for info in infos:
                 _extract_zip_member(zf, info, dest)
     except (*_CORRUPT, NotImplementedError, RuntimeError) as exc:
@@ -227,17 +261,26 @@ def _check_tar_members(archive: Path, members: list[tarfile.TarInfo]) -> None:
     _check_layout(archive, [(member.name, member.isdir()) for member in members])
 
 
-def _read_tar_members(archive: Path, tf: tarfile.TarFile) -> list[tarfile.TarInfo]:
+def _read_tar_members(archive: Path, tf: tarfile.TarFile,
+                      limits: UnpackLimits) -> list[tarfile.TarInfo]:
+    """Every member, refusing as soon as their sizes pass the limits (a bomb is not read
+    through to its end)."""
+    members: list[tarfile.TarInfo] = []
+    total = 0
     try:
-        return tf.getmembers()
+        for member in tf:
+            members.append(member)
+            total += member.size if member.isfile() else 0
+            check_unpacked_size(archive, total, limits)
+        return members
     except (OSError, *_CORRUPT) as exc:  # nothing is written yet: any error is the file's
         raise ArchiveError(f"model archive {archive} is corrupt or unreadable: {exc}") from exc
 
 
-def _extract_tar(archive: Path, dest: Path) -> None:
+def _extract_tar(archive: Path, dest: Path, limits: UnpackLimits) -> None:
     try:
         with tarfile.open(archive, "r:*") as tf:
-            members = _read_tar_members(archive, tf)
+            members = _read_tar_members(archive, tf, limits)
             _check_tar_members(archive, members)
             wanted = [member for member in members if member_parts(member.name)]
             tf.extractall(dest, members=wanted, filter="data")

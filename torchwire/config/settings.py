@@ -100,6 +100,23 @@ class Settings:
     management_key: str | None = setting(optional(to_key))  # keys given (e.g. from a Secret)
     inference_key: str | None = setting(optional(to_key))
     api_key: str | None = setting(optional(to_key))
+    # Limits against hostile clients (docs/limits.md): what a connection, a download or an
+    # archive may cost the server, and how long a silent worker is trusted.
+    max_header_count: int = setting(int_at_least(1), 100)  # request headers; more: 431
+    # bytes of all header names and values (Netty's 8 KB); more: 431
+    max_header_size: int = setting(int_at_least(256), 8192)
+    # s from a connection (or a request's first byte) to the end of its headers
+    header_read_timeout: int = setting(int_at_least(1), 5)
+    body_read_timeout: int = setting(int_at_least(1), 30)  # s from headers to the body's end
+    max_download_size: int = setting(int_at_least(1), 4 * 1024**3)  # bytes of one download
+    download_timeout: int = setting(int_at_least(1), 600)  # s for one whole download
+    max_extracted_size: int = setting(int_at_least(1), 16 * 1024**3)  # bytes unpacked
+    max_compression_ratio: int = setting(int_at_least(1), 100)  # unpacked per archive byte
+    # None: what the machine runs (cores // torch_threads, or GPUs where more)
+    max_workers_per_model: int | None = setting(optional(int_at_least(1)))
+    # None: one worker per 512 MiB of physical memory
+    max_workers_total: int | None = setting(optional(int_at_least(1)))
+    worker_heartbeat_timeout: int = setting(int_at_least(1), 5)  # s without a heartbeat
     unknown: dict[str, str] = field(default_factory=dict)  # unrecognised file keys
 
     @property

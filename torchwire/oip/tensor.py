@@ -91,9 +91,13 @@ def element_count(shape: Sequence[int]) -> int:
 
 
 def check_shape(shape: Iterable[Any], where: str) -> tuple[int, ...]:
+    """A request tensor's shape: integers >= 1 (an empty tensor holds nothing to infer)."""
     dims = tuple(shape)
     if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
         raise BadRequest(f"{where}: shape must be a list of integers >= 0, got {list(dims)}")
+    if 0 in dims:
+        raise BadRequest(f"{where}: shape {list(dims)} holds no elements; every dimension "
+                         "must be at least 1")
     return dims
 
 
@@ -142,12 +146,13 @@ def _check_kind(dt: DataType, values: Sequence[Any], where: str) -> None:
             return isinstance(v, int) and not isinstance(v, bool)
         return isinstance(v, int | float) and not isinstance(v, bool)
 
-    bad = next((v for v in values if not fits(v)), None)
-    if bad is not None or (dt.kind != "bool" and any(isinstance(v, bool) for v in values)):
+    bad = next((v for v in values if not fits(v)), _FITS)
+    if bad is not _FITS or (dt.kind != "bool" and any(isinstance(v, bool) for v in values)):
         raise BadRequest(f"{where}: {dt.name} data must be {_KIND_NAMES[dt.kind]}, "
                          f"got {json.dumps(bad) if _jsonable(bad) else type(bad).__name__}")
 
 
+_FITS = object()  # no misfit found (None itself may be the misfit: null in FP32 data)
 _KIND_NAMES = {"bool": "true/false", "int": "integers", "float": "numbers"}
 
 

@@ -7,7 +7,6 @@ computes the current one; if the front goes away the worker exits.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -28,6 +27,7 @@ from torchwire.handlers.context import Context
 from torchwire.handlers.loader import Service, resolve
 from torchwire.handlers.metrics import MetricsCache
 from torchwire.handlers.outcome import as_serve_error, error_outcome, result_outcome
+from torchwire.jsondoc import parse_json
 from torchwire.oip.tensor import is_tensor_item
 from torchwire.protocol import (
     Batch,
@@ -38,6 +38,8 @@ from torchwire.protocol import (
     LoadFailed,
     Outcome,
     Param,
+    Ping,
+    Pong,
     Ready,
     WorkerSpec,
     encode,
@@ -56,10 +58,7 @@ def decode_param(param: Param) -> Any:
         return value
     ctype = param.content_type.split(";")[0].strip().lower()
     if ctype == "application/json":
-        try:
-            return json.loads(value)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InvalidInput(f"{param.name!r} is not valid JSON: {exc}") from exc
+        return parse_json(value, repr(param.name), InvalidInput)
     if ctype.startswith("text/"):
         try:
             return value.decode("utf-8")
@@ -202,19 +201,27 @@ def device_of(worker: Worker) -> str:
     return str(device) if device is not None else "cpu"
 
 
-def reader(sock: socket.socket, jobs: queue.SimpleQueue[Batch | None]) -> None:
+def reader(sock: socket.socket, jobs: queue.SimpleQueue[Batch | None],
+           writer: FrameWriter) -> None:
+    """Queue batches; answer heartbeats here, whatever the handler is doing."""
     while True:
         message = recv_message(sock)
         if message is None:
             os._exit(0)  # the front is gone: nobody is waiting for results
         if isinstance(message, Batch):
             jobs.put(message)
+        elif isinstance(message, Ping):
+            try:
+                writer.send(Pong(message.seq))
+            except OSError:
+                os._exit(0)  # the front closed the socket (it is retiring this worker)
 
 
 def serve(sock: socket.socket, worker: Worker) -> None:
     jobs: queue.SimpleQueue[Batch | None] = queue.SimpleQueue()
-    threading.Thread(target=reader, args=(sock, jobs), daemon=True, name="reader").start()
     writer = FrameWriter(sock)  # the handler may send intermediate responses meanwhile
+    threading.Thread(target=reader, args=(sock, jobs, writer), daemon=True,
+                     name="reader").start()
     while (batch := jobs.get()) is not None:
         start = time.perf_counter()
         outcomes = worker.run(batch, writer.send)

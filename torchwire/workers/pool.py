@@ -47,7 +47,9 @@ class WorkerPool:
         startup_timeout: float,
         log_dir: Path | None = None,
         on_failed: Callable[[str], None] | None = None,
+        heartbeat_timeout: float = 5.0,
     ) -> None:
+        self.heartbeat_timeout = heartbeat_timeout
         self.name = name
         self.on_failed = on_failed
         self.make_spec = make_spec
@@ -78,6 +80,7 @@ class WorkerPool:
         self.events.load_error = None
         while len(self._tasks) < count:
             self._add()
+            await asyncio.sleep(0)  # each start is a task: let the loop run between them
         victims = sorted(self._tasks)[count:]
         await asyncio.gather(*(self._remove(slot, drain_timeout) for slot in victims))
 
@@ -113,7 +116,7 @@ class WorkerPool:
         while True:
             worker = self.worker_type(
                 f"{self.name}-{slot}", self.make_spec(), self.hooks, self.response_timeout,
-                self.log_dir is not None,
+                self.log_dir is not None, self.heartbeat_timeout,
             )
             self.workers[slot] = worker
             try:

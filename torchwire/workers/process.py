@@ -21,7 +21,7 @@ from typing import IO
 
 from torchwire.batching import Job
 from torchwire.config.environment import environment
-from torchwire.errors import RequestTimeout, ServeError, WorkerDied
+from torchwire.errors import RequestTimeout, ServeError, WorkerDied, WorkerUnresponsive
 from torchwire.logs import MODEL_LOG
 from torchwire.protocol import (
     HEADER,
@@ -29,11 +29,13 @@ from torchwire.protocol import (
     BatchDone,
     LoadFailed,
     Partial,
+    Ping,
     Ready,
     WorkerSpec,
     decode,
     encode,
 )
+from torchwire.workers import heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ class WorkerProcess:
         hooks: WorkerHooks,
         response_timeout: float,
         log_output: bool = False,
+        heartbeat_timeout: float = 5.0,
     ) -> None:
         self.worker_id = worker_id
         self.spec = spec
@@ -89,6 +92,10 @@ class WorkerProcess:
         self.started_at = time.time()
         self.alive = False
         self.retiring = False
+        self.heartbeat_timeout = heartbeat_timeout
+        self.last_heard = time.monotonic()
+        self.unresponsive = False  # missed its heartbeats: being replaced
+        self._heartbeat: asyncio.Task[None] | None = None
         self.inflight: dict[int, InFlight] = {}
         self.exited = asyncio.Event()
         self._drained = asyncio.Event()
@@ -152,7 +159,10 @@ class WorkerProcess:
         self.device = first.device
         self.started_at = time.time()
         self.alive = True
-        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop(reader))
+        loop = asyncio.get_running_loop()
+        self._reader_task = loop.create_task(self._read_loop(reader))
+        self.last_heard = time.monotonic()
+        self._heartbeat = loop.create_task(heartbeat.watch(self, self.heartbeat_timeout))
         for _ in range(SLOTS_PER_WORKER):
             self.hooks.slot_free(self)
 
@@ -227,8 +237,29 @@ class WorkerProcess:
         if job.on_partial is not None and not job.future.done():
             job.on_partial(message.outcome)
 
+    def ping(self, seq: int) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(encode(Ping(seq)))
+
+    def unresponsive_for(self, seconds: float) -> None:
+        """Missed heartbeats: unhealthy now, its batch fails (503), the process is killed."""
+        log.error("worker %s (pid %s) answered no heartbeat for %.1f s "
+                  "(worker_heartbeat_timeout %g s); replacing it", self.worker_id, self.pid,
+                  seconds, self.heartbeat_timeout)
+        self.unresponsive = True
+        self.alive = False
+        entries = list(self.inflight.values())
+        self.inflight.clear()
+        self._drained.set()
+        if entries:
+            self._fail_running(entries, WorkerUnresponsive(
+                f"the worker process for model {self.spec.model_name} stopped responding "
+                f"(no heartbeat for {seconds:.1f} s); it is being replaced"))
+        self.kill()
+
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         while (message := await self._read_message(reader)) is not None:
+            self.last_heard = time.monotonic()
             if isinstance(message, BatchDone):
                 self._finish(message)
             elif isinstance(message, Partial):

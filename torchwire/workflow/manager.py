@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from torchwire.config import ModelSettings
+from torchwire.download import Downloads, download_limits
 from torchwire.errors import BadRequest, Conflict, InternalError, ServeError, WorkflowNotFound
 from torchwire.model import ModelState, ModelVersion
 from torchwire.protocol import Item, Outcome
@@ -115,7 +116,7 @@ class WorkflowManager:
         s = self.settings
         store = s.workflow_store or s.model_store
         path, downloaded = await fetch(reg.url, store, s.allowed_urls, self.store.work_dir,
-                                       float(s.default_startup_timeout))
+                                       download_limits(s), Downloads())
         if not path.exists():
             raise WorkflowNotFound(f"Workflow not found in workflow store: {reg.url}")
         try:

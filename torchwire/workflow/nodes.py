@@ -20,6 +20,7 @@ from pathlib import Path
 from torchwire.archive import Manifest
 from torchwire.archive.manifest import model_name_problem
 from torchwire.config import ModelSettings
+from torchwire.download import Downloads, download_limits
 from torchwire.errors import ConfigError, InvalidWorkflow
 from torchwire.model import ModelVersion
 from torchwire.sources import fetch
@@ -84,7 +85,7 @@ class NodeBuilder:
         assert node.url is not None
         st = self.store.settings
         path, downloaded = await fetch(node.url, st.model_store, st.allowed_urls,
-                                       self.store.work_dir, float(st.default_startup_timeout))
+                                       self.store.work_dir, download_limits(st), Downloads())
         spec = ModelSpec(str(path), node_model_name(self.workflow, node.name))
         try:
             model = await asyncio.to_thread(self.store.build, spec, self._overrides(node))

@@ -1,0 +1,243 @@
+"""Hostile clients of the inference port (issue 15): each sends its input to a real server,
+then the server is shown to serve correctly."""
+
+from __future__ import annotations
+
+import json
+import resource
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import Hostile, RunningServer
+
+IDLE_CONNECTIONS = 3000
+
+
+def address(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    return parts.hostname, parts.port
+
+
+def worker_pid(server: RunningServer) -> int:
+    return int(httpx.post(f"{server.url}/predictions/toy", content=b"pid").json()["pid"])
+
+
+def assert_serving(server: RunningServer) -> None:
+    """What a user would check: healthy, and the model answers."""
+    assert httpx.get(f"{server.url}/ping", timeout=10).status_code == 200
+    r = httpx.post(f"{server.url}/predictions/toy", content=b"still", timeout=30)
+    assert r.status_code == 200 and r.json()["echo"] == "still"
+
+
+def read_response(sock: socket.socket, deadline_s: float) -> bytes:
+    """Everything the server sends until it closes (or ``deadline_s`` passes)."""
+    sock.settimeout(deadline_s)
+    chunks: list[bytes] = []
+    end = time.monotonic() + deadline_s
+    try:
+        while time.monotonic() < end and (chunk := sock.recv(65536)):
+            chunks.append(chunk)
+    except (TimeoutError, ConnectionResetError):
+        pass
+    return b"".join(chunks)
+
+
+def status_and_body(raw: bytes) -> tuple[int, bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+# -- 1. deep JSON ----------------------------------------------------------------------
+DEEP = b"[" * 1000 + b"]" * 1000
+
+
+@pytest.mark.parametrize("path", ["/predictions/toy", "/v1/models/toy:predict",
+                                  "/v2/models/toy/infer"])
+def test_deeply_nested_json_is_a_400_and_the_worker_lives(hostile: Hostile, path: str) -> None:
+    server = hostile.server
+    pid = worker_pid(server)
+    for body in (DEEP, b"[" * 100_000, b'{"a":' * 500 + b"1" + b"}" * 500):
+        r = httpx.post(server.url + path, content=body, timeout=30,
+                       headers={"content-type": "application/json"})
+        assert r.status_code == 400, r.text
+        error = r.json()  # KServe v2 answers {"error": ...}, the others {"code", "type", ...}
+        assert "nest" in error.get("message", error.get("error", ""))
+    assert worker_pid(server) == pid
+    assert_serving(server)
+
+
+# -- 2. many headers -------------------------------------------------------------------
+def raw_request(server: RunningServer, head: bytes, body: bytes = b"") -> bytes:
+    with socket.create_connection(address(server.url), timeout=10) as sock:
+        sock.sendall(head + body)
+        return read_response(sock, 10)
+
+
+def request_head(path: str, headers: list[bytes], length: int | None = None) -> bytes:
+    lines = [f"POST {path} HTTP/1.1".encode(), b"Host: torchwire", *headers]
+    if length is not None:
+        lines.append(f"Content-Length: {length}".encode())
+    return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def test_too_many_or_too_large_headers_are_a_431(hostile: Hostile) -> None:
+    server = hostile.server
+    many = [f"X-H{i}: v".encode() for i in range(150)]
+    large = [b"X-Big: " + b"a" * 9000]
+    for headers in (many, large):
+        status, body = status_and_body(raw_request(
+            server, request_head("/predictions/toy", headers, 2), b"hi"))
+        assert status == 431
+        message = json.loads(body)["message"]
+        assert "max_header_count" in message or "max_header_size" in message
+    assert_serving(server)
+
+
+def _flood_headers(server: RunningServer, done: threading.Event) -> None:
+    head = request_head("/predictions/toy", [f"X-H{i}: v".encode() for i in range(50_000)], 2)
+    try:
+        with socket.create_connection(address(server.url), timeout=10) as sock:
+            sock.sendall(head + b"hi")  # a body: the request would reach the handler
+            read_response(sock, 10)
+    except OSError:
+        pass  # refused mid-send: the server closed the connection, as it should
+    finally:
+        done.set()
+
+
+def test_fifty_thousand_headers_do_not_freeze_the_front(hostile: Hostile) -> None:
+    server = hostile.server
+    done = threading.Event()
+    attacker = threading.Thread(target=_flood_headers, args=(server, done), daemon=True)
+    attacker.start()
+    while not done.is_set():
+        assert httpx.get(f"{server.url}/ping", timeout=2).status_code == 200
+        assert httpx.get(f"{server.metrics_url}/metrics", timeout=2).status_code == 200
+    attacker.join(15)
+    assert not attacker.is_alive(), "the 50,000-header request was not refused"
+    assert_serving(server)
+
+
+# -- 3. idle and slow connections ------------------------------------------------------
+@pytest.fixture()
+def idle_connections(hostile: Hostile) -> Iterator[list[socket.socket]]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < IDLE_CONNECTIONS + 500:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    socks = [socket.create_connection(address(hostile.server.url), timeout=10)
+             for _ in range(IDLE_CONNECTIONS)]
+    yield socks
+    for sock in socks:
+        sock.close()
+
+
+def closed_by_server(socks: list[socket.socket], deadline_s: float) -> int:
+    """How many of ``socks`` the server closes (EOF or reset) within ``deadline_s``."""
+    selector = selectors.DefaultSelector()
+    for sock in socks:
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_READ)
+    closed, end = 0, time.monotonic() + deadline_s
+    while closed < len(socks) and (left := end - time.monotonic()) > 0:
+        for key, _ in selector.select(left):
+            selector.unregister(key.fileobj)
+            closed += 1
+    selector.close()
+    return closed
+
+
+def test_idle_connections_neither_block_clients_nor_stay(
+        hostile: Hostile, idle_connections: list[socket.socket]) -> None:
+    server = hostile.server
+    r = httpx.post(f"{server.url}/predictions/toy", content=b"through", timeout=2)
+    assert r.status_code == 200 and r.json()["echo"] == "through"
+    assert httpx.get(f"{hostile.management_url}/models", timeout=2).status_code == 200
+    assert httpx.get(f"{server.metrics_url}/metrics", timeout=2).status_code == 200
+    # header_read_timeout is 2 s here: every idle connection is closed soon after.
+    assert closed_by_server(idle_connections, 15) == IDLE_CONNECTIONS
+    assert_serving(server)
+
+
+def trickle(server: RunningServer, head: bytes, pieces: list[bytes], gap: float) -> bytes:
+    """Send ``head`` then one piece per ``gap`` seconds until the server answers or closes."""
+    with socket.create_connection(address(server.url), timeout=10) as sock:
+        sock.sendall(head)
+        selector = selectors.DefaultSelector()
+        selector.register(sock, selectors.EVENT_READ)
+        for piece in pieces:
+            if selector.select(gap):  # the server spoke (or closed): stop sending
+                break
+            try:
+                sock.sendall(piece)
+            except OSError:
+                break
+        selector.close()
+        return read_response(sock, 5)
+
+
+def test_slowloris_headers_and_a_slow_body_get_a_408(hostile: Hostile) -> None:
+    server = hostile.server
+    started = time.monotonic()
+    slow_head = trickle(server, b"POST /predictions/toy HTTP/1.1\r\nHost: x\r\n",
+                        [b"X-Slow: 1\r\n"] * 40, 0.25)
+    assert status_and_body(slow_head)[0] == 408
+    slow_body = trickle(server, request_head("/predictions/toy", [], 100), [b"a"] * 40, 0.25)
+    status, body = status_and_body(slow_body)
+    assert status == 408 and "body_read_timeout" in json.loads(body)["message"]
+    assert time.monotonic() - started < 9  # both cut near their 2 s timeouts, not after 10 s
+    assert_serving(server)
+
+
+# -- 6. half-close ---------------------------------------------------------------------
+def test_a_client_that_half_closes_gets_its_answer(hostile: Hostile) -> None:
+    server = hostile.server
+    with socket.create_connection(address(server.url), timeout=10) as sock:
+        sock.sendall(request_head("/predictions/toy", [], 4) + b"half")
+        sock.shutdown(socket.SHUT_WR)  # what `nc -N` does after sending
+        status, body = status_and_body(read_response(sock, 10))
+    assert status == 200 and json.loads(body)["echo"] == "half"
+    assert_serving(server)
+
+
+# -- 4. KServe v1 instances beyond the free queue ----------------------------------------
+def handled(server: RunningServer) -> float:
+    """ts_inference_requests_total for the toy model: requests its worker computed."""
+    text = httpx.get(f"{server.metrics_url}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("ts_inference_requests_total") and 'model_name="toy"' in line)
+
+
+def test_kserve_v1_instances_are_admitted_whole_or_refused_whole(hostile: Hostile) -> None:
+    server = hostile.server
+    before = handled(server)
+    too_many = {"instances": [f"item{i}" for i in range(5)]}  # job_queue_size is 4 here
+    r = httpx.post(f"{server.url}/v1/models/toy:predict", json=too_many, timeout=30)
+    assert r.status_code == 503 and "none of them was run" in r.json()["message"]
+    assert handled(server) == before
+    fitting = {"instances": ["a", "b", "c", "d"]}
+    r = httpx.post(f"{server.url}/v1/models/toy:predict", json=fitting, timeout=30)
+    assert r.status_code == 200
+    assert [p["echo"] for p in r.json()["predictions"]] == ["a", "b", "c", "d"]
+    assert_serving(server)
+
+
+# -- 5. OIP edge cases ----------------------------------------------------------------------
+@pytest.mark.parametrize("tensor", [
+    {"name": "x", "datatype": "FP32", "shape": [0, 0], "data": []},
+    {"name": "x", "datatype": "FP32", "shape": [1, 0, 3], "data": []},
+    {"name": "x", "datatype": "FP32", "shape": [2], "data": [1.0, None]},
+])
+def test_empty_shapes_and_null_data_are_a_400(hostile: Hostile, tensor: dict[str, object]) -> None:
+    server = hostile.server
+    r = httpx.post(f"{server.url}/v2/models/toy/infer", json={"inputs": [tensor]}, timeout=30)
+    assert r.status_code == 400, r.text
+    assert "shape" in r.json()["error"] or "null" in r.json()["error"]
+    assert_serving(server)
