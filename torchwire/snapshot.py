@@ -184,11 +184,11 @@ class SnapshotWriter:
 
     def _free_name(self, now: datetime, kind: str) -> Path:
         millis = int(now.timestamp() * 1000)
-        while True:  # two snapshots in one millisecond get consecutive stamps
+        while True:  # two snapshots in one millisecond, of any kinds, get consecutive stamps
             stamp = datetime.fromtimestamp(millis / 1000)
-            name = f"{stamp.strftime('%Y%m%d%H%M%S')}{millis % 1000:03d}-{kind}.cfg"
-            if not (self.directory / name).exists():
-                return self.directory / name
+            prefix = f"{stamp.strftime('%Y%m%d%H%M%S')}{millis % 1000:03d}"
+            if not any(self.directory.glob(f"{prefix}-*.cfg")):
+                return self.directory / f"{prefix}-{kind}.cfg"
             millis += 1
 
 

@@ -129,6 +129,24 @@ def test_newest_readable_snapshot_wins(tmp_path: Path, caplog: pytest.LogCapture
     assert snapshot_files(tmp_path) == [bad, good]
 
 
+def test_snapshots_in_one_millisecond_keep_their_order(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A startup and a snapshot written in the same millisecond: the later one is newer
+    (by name, "-snapshot" sorts before "-startup", so the stamp itself must differ)."""
+    frozen = datetime(2026, 12, 6, 9, 0, 0, 123000)
+
+    class Clock(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> datetime:  # type: ignore[override]
+            return frozen
+
+    monkeypatch.setattr("torchwire.snapshot.datetime", Clock)
+    writer = SnapshotWriter(tmp_path, Settings(), ModelRegistry())
+    first, second = writer.save("startup"), writer.save("snapshot")
+    assert first is not None and second is not None
+    assert snapshot_files(tmp_path) == [second, first]
+
+
 def test_no_snapshot_at_all(tmp_path: Path) -> None:
     assert latest_snapshot(tmp_path / "missing") is None
     (tmp_path / "20200101000000000-startup.cfg").write_text("inference_address=x\n")
