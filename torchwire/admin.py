@@ -113,7 +113,7 @@ class ModelAdmin:
             raise BadRequest(f"min_worker={low} is invalid; expected an integer >= 0")
         if high < low:
             raise BadRequest("max_worker cannot be less than min_worker.")
-        self.ceiling.check(model, low, high, self.registry)
+        self.ceiling.check(model, low, self.registry)
         work = self._then_changed(model.scale(low, high, scaling.drain))
         if not scaling.synchronous:
             self._background(work, f"scaling {name} {model.version} to {low}")
@@ -127,7 +127,7 @@ class ModelAdmin:
     def check_workers(self, model: ModelVersion) -> None:
         """Refuse (400) a model whose configured workers exceed the ceilings."""
         cfg = model.config
-        self.ceiling.check(model, cfg.min_workers, cfg.max_workers, self.registry)
+        self.ceiling.check(model, cfg.min_workers, self.registry)
 
     def set_default(self, name: str, version: str) -> str:
         self.registry.set_default(name, version)

@@ -42,13 +42,16 @@ class WorkerCeiling:
         self.per_model = settings.max_workers_per_model or machine
         self.total = settings.max_workers_total or max(machine, memory_workers())
 
-    def check(self, model: ModelVersion, low: int, high: int,
-              models: Iterable[ModelVersion]) -> None:
-        """Refuse (400) ``low``..``high`` workers for ``model`` beside the other ``models``."""
-        most = max(low, high)
-        if most > self.per_model:
+    def check(self, model: ModelVersion, low: int, models: Iterable[ModelVersion]) -> None:
+        """Refuse (400) ``low`` workers for ``model`` beside the other ``models``.
+
+        Only the workers that start are checked: ``maxWorkers`` above the ceiling is
+        accepted, as TorchServe accepts it (archives often carry one), and the elastic
+        scaler never grows a model past what the machine can run.
+        """
+        if low > self.per_model:
             raise BadRequest(
-                f"{most} workers for model {model.name} exceed max_workers_per_model "
+                f"{low} workers for model {model.name} exceed max_workers_per_model "
                 f"({self.per_model}, what this machine can run); ask for at most "
                 f"{self.per_model}")
         others = sum(m.config.min_workers for m in models if m is not model)

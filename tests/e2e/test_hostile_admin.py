@@ -45,6 +45,14 @@ def test_worker_counts_above_the_ceilings_are_refused(hostile: Hostile) -> None:
         r = httpx.put(url, params={"min_worker": count, "synchronous": "true"}, timeout=10)
         assert r.status_code == 400
         assert "max_workers_per_model (2" in message(r)
+    # maxWorkers is a ceiling for the elastic scaler, never workers started: TorchServe
+    # accepts any, and so does torchwire (the scaler stays within the machine).
+    r = httpx.put(url, params={"min_worker": "1", "max_worker": "5", "synchronous": "true"},
+                  timeout=10)
+    assert r.status_code == 200, r.text
+    r = httpx.put(url, params={"min_worker": "1", "max_worker": "1", "synchronous": "true"},
+                  timeout=10)  # back to one worker for the module's other tests
+    assert r.status_code == 200, r.text
     r = register(hostile, "toy-1.0/toy.mar", model_name="many", initial_workers=2)
     assert r.status_code == 400 and "max_workers_total (2)" in message(r)
     described = httpx.get(url, timeout=10).json()[0]
