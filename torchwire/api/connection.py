@@ -9,8 +9,9 @@ uvicorn's httptools protocol with four additions (each limit in docs/limits.md):
   of a request had come);
 - the body must arrive within ``body_read_timeout`` seconds of the headers, else
   the client gets a 408 and the connection is closed;
-- a client that half-closes after sending its request (``nc -N``) still gets its
-  answer; the connection closes once it is written.
+- nothing else: a client that half-closes after sending (``nc -N``) cannot be told from
+  one that left (TCP shows both as end-of-file), so both are a client gone: a queued
+  request is dropped and the access log says 499, never a 200 nobody received.
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ class GuardedProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._refusal: bytes | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._eof = False
         self._begun = False
 
     # -- timers ----------------------------------------------------------------------
@@ -101,17 +101,6 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
-
-    def eof_received(self) -> bool | None:  # type: ignore[override]
-        """Keep the write side open while a fully received request is being answered."""
-        self._eof = True
-        busy = self.cycle is not None and not self.cycle.response_complete
-        return True if busy and not self.cycle.more_body else None
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self._eof and not self.transport.is_closing():
-            self.transport.close()  # the client sends nothing more: the answer was its last
 
     # -- parser callbacks ---------------------------------------------------------------
     def on_message_begin(self) -> None:
