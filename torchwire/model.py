@@ -79,13 +79,17 @@ class ModelVersion:
         self._scaling = asyncio.Lock()
         self.batcher = Batcher(config.batch_size, config.max_batch_delay, config.job_queue_size,
                                config.batch_policy)
+        self.pool = self._new_pool(log_dir, heartbeat_timeout)
+        self.elastic = ElasticScaler(self, config.elastic)
+
+    def _new_pool(self, log_dir: Path | None, heartbeat_timeout: float) -> WorkerPool:
+        """The supervisor of this version's workers, fed by its batcher."""
         hooks = WorkerHooks(self.batcher.slot_free, self.batcher.requeue, self._batch_done)
-        self.pool = WorkerPool(
-            f"{self.name}-{self.version}", self._spec, hooks, config.response_timeout,
-            config.startup_timeout, log_dir, on_failed=self._load_failed,
+        return WorkerPool(
+            f"{self.name}-{self.version}", self._spec, hooks, self.config.response_timeout,
+            self.config.startup_timeout, log_dir, on_failed=self._load_failed,
             heartbeat_timeout=heartbeat_timeout,
         )
-        self.elastic = ElasticScaler(self, config.elastic)
 
     # -- lifecycle ---------------------------------------------------------------
     async def start(self, workers: int | None = None) -> None:
