@@ -47,6 +47,7 @@ from torchwire.errors import ServeError
 from torchwire.grpc.server import Authorizer, GrpcListeners
 from torchwire.metrics import Metrics, MetricsOptions
 from torchwire.metrics_yaml import DEFAULT_SPEC, load_metrics_config
+from torchwire.model import ModelVersion
 from torchwire.registry import ModelRegistry
 from torchwire.snapshot import Restorer, SnapshotWriter, read_models
 from torchwire.store import ModelSpec, ModelStore
@@ -258,21 +259,33 @@ class Server:
         specs = self.model_specs
         if any(s.url == "all" for s in specs):
             specs = [ModelSpec(p.name) for p in self.store.archives()]
-        await asyncio.gather(*(self.load(spec) for spec in specs))
+        # Unpacked side by side, in threads (a large archive must not stall liveness
+        # probes), but added in the order given: the first version of a name is its default.
+        built = await asyncio.gather(*(self._build(spec) for spec in specs))
+        await asyncio.gather(*(self._start(model) for model in built if model is not None))
 
-    async def load(self, spec: ModelSpec) -> None:
+    async def _build(self, spec: ModelSpec) -> ModelVersion | None:
         try:
-            # In a thread: unpacking a large archive must not stall liveness probes.
-            model = await asyncio.to_thread(self.store.build, spec, loaded_at_startup=True)
+            return await asyncio.to_thread(self.store.build, spec, loaded_at_startup=True)
+        except ServeError as exc:
+            self._startup_failed(spec, exc.message)
+        except Exception as exc:  # noqa: BLE001 - one bad archive must not stop the server
+            log.exception("cannot load %s", spec.url)
+            self._startup_failed(spec, repr(exc))
+        return None
+
+    def _startup_failed(self, spec: ModelSpec, message: str) -> None:
+        self.registry.startup_failures[spec.name or spec.url] = message
+        log.error("cannot load %s: %s", spec.url, message)
+
+    async def _start(self, model: ModelVersion) -> None:
+        """Check the workers it asks for, add it to the registry, start its workers."""
+        try:
             self.admin.check_workers(model)
             self.registry.add(model)
         except ServeError as exc:
-            self.registry.startup_failures[spec.name or spec.url] = exc.message
-            log.error("cannot load %s: %s", spec.url, exc.message)
-            return
-        except Exception as exc:  # noqa: BLE001 - one bad archive must not stop the server
-            self.registry.startup_failures[spec.name or spec.url] = repr(exc)
-            log.exception("cannot load %s", spec.url)
+            self.registry.startup_failures[model.name] = exc.message
+            log.error("cannot load %s: %s", model.model_url or model.name, exc.message)
             return
         await model.start()
         if model.load_error:
