@@ -279,11 +279,42 @@ def test_an_image_as_png_uint8_tensor_or_bytes_gets_the_same_answer(
         assert json.loads(text) == rest
 
 
-def test_a_non_image_tensor_is_a_400(stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+def test_a_float_tensor_is_the_model_input_as_in_torchserve(
+        http: httpx.Client, stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+    """TorchServe's VisionHandler takes a KServe v2 tensor as the model input itself, with
+    no image transform: FP32 over gRPC and REST v2 answer what the same numbers sent as a
+    JSON list to /predictions answer."""
+    x = np.random.default_rng(1).random((3, 28, 28), dtype=np.float32)
+    rest = http.post("/predictions/tiny", json=x.tolist())
+    assert rest.status_code == 200, rest.text
+    (text,) = split_bytes(infer_raw(stub, "tiny", "input-0", "FP32", x).raw_output_contents[0],
+                          "input-0")
+    v2 = http.post("/v2/models/tiny/infer", json={"inputs": [
+        {"name": "input-0", "shape": [3, 28, 28], "datatype": "FP32",
+         "data": x.ravel().tolist()}]})
+    assert v2.status_code == 200, v2.text
+    (output,) = v2.json()["outputs"]
+    assert output["name"] == "input-0"
+    for answer in (json.loads(text), json.loads(output["data"][0])):
+        assert answer.keys() == rest.json().keys()
+        assert list(answer.values()) == pytest.approx(list(rest.json().values()), rel=1e-6)
+
+
+def test_a_tensor_the_model_cannot_take_fails_alone(
+        http: httpx.Client, stub: pb_grpc.GRPCInferenceServiceStub) -> None:
+    """A tensor of the wrong shape fails in the model, as in TorchServe (whose answer is a
+    503), with the model's own message; text where numbers belong is refused up front."""
     with pytest.raises(grpc.RpcError) as info:
         infer_raw(stub, "tiny", "image", "FP32", np.zeros((4, 4, 3), np.float32))
+    assert info.value.code() is grpc.StatusCode.INTERNAL  # type: ignore[attr-defined]
+    assert "expected input[1, 4, 4, 3] to have 3 channels" in info.value.details()  # type: ignore[attr-defined]
+    words = pb.ModelInferRequest(model_name="tiny", raw_input_contents=[join_bytes([b"a", b"b"])])
+    words.inputs.add(name="image", datatype="BYTES", shape=[2])
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelInfer(words, timeout=60)
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert "an image tensor must be UINT8" in info.value.details()  # type: ignore[attr-defined]
+    assert "numeric tensor" in info.value.details()  # type: ignore[attr-defined]
+    assert http.post("/predictions/tiny", json=np.zeros((3, 28, 28)).tolist()).status_code == 200
 
 
 # -- tritonclient: a real third-party client ------------------------------------------------

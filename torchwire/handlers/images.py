@@ -107,24 +107,47 @@ def _convert(image: Image.Image, mode: str) -> Image.Image:
     return image if image.mode == mode else image.convert(mode)
 
 
-def array_image(value: Any) -> Image.Image:
-    """A UINT8 pixel tensor (an OIP input) as an image: ``[H, W, 3]`` RGB, ``[H, W, 4]``
-    RGBA, ``[H, W]`` or ``[H, W, 1]`` grayscale; a leading batch dimension of 1 is dropped."""
+def image_pixels(value: Any) -> Any:
+    """``value`` as image pixels, when it is a UINT8 array shaped like an image:
+    ``[H, W, 3]`` RGB, ``[H, W, 4]`` RGBA, ``[H, W]`` or ``[H, W, 1]`` grayscale, with an
+    optional leading batch dimension of 1; None for any other array."""
     import numpy as np
 
     pixels = np.asarray(value)
     if pixels.dtype != np.uint8:
-        raise InvalidInput(f"an image tensor must be UINT8, got {pixels.dtype}")
+        return None
     if pixels.ndim == 4 and pixels.shape[0] == 1:
         pixels = pixels[0]
     if pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
     if pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (3, 4)):
-        if Image.MAX_IMAGE_PIXELS and pixels.shape[0] * pixels.shape[1] > Image.MAX_IMAGE_PIXELS:
-            raise InvalidInput(f"the image is too large (limit {Image.MAX_IMAGE_PIXELS} pixels)")
-        return Image.fromarray(np.ascontiguousarray(pixels))
-    raise InvalidInput(f"an image tensor must have shape [H, W, 3], [H, W, 4] or [H, W], "
-                       f"got {list(pixels.shape)}")
+        return pixels
+    return None
+
+
+def array_image(pixels: Any) -> Image.Image:
+    """Pixels from :func:`image_pixels` as an image, within ``MAX_IMAGE_PIXELS``."""
+    import numpy as np
+
+    if Image.MAX_IMAGE_PIXELS and pixels.shape[0] * pixels.shape[1] > Image.MAX_IMAGE_PIXELS:
+        raise InvalidInput(f"the image is too large (limit {Image.MAX_IMAGE_PIXELS} pixels)")
+    return Image.fromarray(np.ascontiguousarray(pixels))
+
+
+def array_tensor(value: Any) -> Any:
+    """A numeric array that is not image pixels (an OIP tensor such as FP32 ``[1, 28,
+    28]``) as a float32 tensor, the model input as it is, as TorchServe's VisionHandler
+    takes a KServe v2 tensor; InvalidInput for strings, objects or an empty array."""
+    import numpy as np
+    import torch
+
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise InvalidInput(f"expected image bytes, a base64 string or a numeric tensor, "
+                           f"got a {array.dtype} array")
+    if array.size == 0:
+        raise InvalidInput("the input is an empty tensor: expected an image or a tensor")
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
 
 
 def decode_image(value: object, mode: str = DEFAULT_MODE) -> Image.Image:
@@ -136,7 +159,10 @@ def decode_image(value: object, mode: str = DEFAULT_MODE) -> Image.Image:
     within Pillow's ``MAX_IMAGE_PIXELS``.
     """
     if hasattr(value, "__array_interface__"):
-        image = array_image(value)
+        pixels = image_pixels(value)
+        if pixels is None:
+            raise InvalidInput("an image tensor must be UINT8 [H, W, 3], [H, W, 4] or [H, W]")
+        image = array_image(pixels)
         if mode == AUTO_MODE:
             mode = "L" if image.mode in GRAYSCALE_MODES else "RGB"
         return _convert(image, mode)

@@ -23,7 +23,9 @@ from torchwire.handlers.context import Context
 from torchwire.handlers.images import (
     AUTO_MODE,
     DEFAULT_MODE,
+    array_tensor,
     decode_image,
+    image_pixels,
     list_tensor,
     tensor_size,
 )
@@ -42,6 +44,11 @@ if TYPE_CHECKING:
 __all__ = ["AUTO_MODE", "VisionHandler", "decode_image", "handler_config", "image_fields"]
 
 SINGLE_FIELDS = ("data", "body")
+
+
+def is_tensor_input(value: Any) -> bool:
+    """An array (an OIP input) that is not UINT8 image pixels."""
+    return hasattr(value, "__array_interface__") and image_pixels(value) is None
 
 
 def image_fields(row: Any) -> tuple[list[tuple[str, Any]], bool]:
@@ -89,11 +96,12 @@ class VisionHandler(BaseHandler):
     def prepare_input(self, value: Any) -> tuple[torch.Tensor, tuple[int, int]]:
         """One input as the model's tensor and its ``(width, height)`` as decoded.
 
-        An image is decoded and transformed; a JSON list of numbers is the tensor
-        itself, untransformed, as in TorchServe's VisionHandler.
+        An image is decoded and transformed; a JSON list of numbers, or a numeric OIP
+        tensor that is not UINT8 image pixels, is the tensor itself, untransformed, as
+        in TorchServe's VisionHandler.
         """
-        if isinstance(value, list):
-            tensor = list_tensor(value)
+        if isinstance(value, list) or is_tensor_input(value):
+            tensor = list_tensor(value) if isinstance(value, list) else array_tensor(value)
             return tensor, tensor_size(tensor)
         image = self.decode(value)
         return self.preprocess_image(image), image.size
