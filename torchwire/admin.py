@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import shutil
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -23,12 +22,10 @@ from typing import Any
 from torchwire.ceiling import WorkerCeiling
 from torchwire.config import ModelSettings, Settings
 from torchwire.describe import describe_model, list_page
-from torchwire.download import Downloads, download_limits
 from torchwire.errors import BadRequest, ConfigError, InternalError, ModelAPIDisabled
 from torchwire.model import ModelState, ModelVersion
 from torchwire.protocol import DESCRIBE, Item
 from torchwire.registry import ModelRegistry
-from torchwire.sources import fetch
 from torchwire.store import ModelSpec, ModelStore
 
 log = logging.getLogger(__name__)
@@ -46,7 +43,7 @@ class Registration:
     name: str | None = None
     handler: str | None = None
     runtime: str = "python"
-    overrides: ModelSettings = field(default_factory=ModelSettings)  # min_workers pins max
+    overrides: ModelSettings = field(default_factory=ModelSettings)  # min_workers: initial
     synchronous: bool = True  # TorchServe's RegisterModelRequest default
 
 
@@ -77,7 +74,6 @@ class ModelAdmin:
         self.store = store
         self.settings = settings
         self.ceiling = WorkerCeiling(settings, store.gpus.count)
-        self.downloads = Downloads()  # cut at shutdown
         self.on_change = on_change  # the models changed (the server writes a snapshot)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -158,22 +154,15 @@ class ModelAdmin:
         return answer
 
     async def _build(self, reg: Registration) -> ModelVersion:
-        s = self.settings
-        path, downloaded = await fetch(reg.url, s.model_store, s.allowed_urls,
-                                       self.store.work_dir, download_limits(s), self.downloads)
-        spec = ModelSpec(str(path), reg.name, reg.handler)
-        # no initial_workers: the configured default_workers_per_model, else 0 (TorchServe)
-        unset = s.default_workers_per_model or 0
+        # initial_workers, else the configured default_workers_per_model, else 0 (TorchServe)
+        workers = reg.overrides.min_workers
+        spec = ModelSpec(reg.url, reg.name, reg.handler, initial_workers=workers)
+        overrides = dataclasses.replace(reg.overrides, min_workers=None, max_workers=None)
         try:
-            model = await asyncio.to_thread(self.store.build, spec, _pinned(reg.overrides),
-                                            default_workers=unset)
+            return await self.store.fetch_build(
+                spec, overrides, default_workers=self.settings.default_workers_per_model or 0)
         except ConfigError as exc:
             raise BadRequest(str(exc)) from None
-        finally:
-            if downloaded:
-                shutil.rmtree(path.parent, ignore_errors=True)
-        model.model_url = reg.url
-        return model
 
     async def _start(self, model: ModelVersion, sync: bool) -> Answer:
         workers = model.config.min_workers
@@ -235,10 +224,3 @@ def check_runtime(runtime: str) -> None:
     if value in OTHER_RUNTIMES:
         raise BadRequest(f"runtime {runtime!r} is not supported; torchwire runs python")
     raise BadRequest(f"Invalid RuntimeType value: {runtime}")
-
-
-def _pinned(overrides: ModelSettings) -> ModelSettings:
-    """``initial_workers`` fixes both ends of the worker range (as TorchServe)."""
-    if overrides.min_workers is None:
-        return overrides
-    return dataclasses.replace(overrides, max_workers=overrides.min_workers)

@@ -296,7 +296,7 @@ class Server:
         accepting; accepted requests are answered (within ``drain_timeout``); workers stop.
         """
         self.registry.draining = True
-        self.admin.downloads.stop_all()  # a registration's download never delays the stop
+        self.store.downloads.stop_all()  # no download (register, workflow, snapshot) delays it
         self.snapshots.save("shutdown")
         delay, timeout = self.settings.drain_delay, self.settings.drain_timeout
         log.info("stopping: readiness now fails; listeners close in %d s", delay)

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,10 +35,9 @@ from torchwire.config import (
     model_settings_from_mapping,
     parse_properties,
 )
-from torchwire.download import Downloads, download_limits
 from torchwire.errors import ConfigError, ServeError
 from torchwire.registry import ModelRegistry
-from torchwire.sources import fetch, is_remote
+from torchwire.sources import is_remote
 from torchwire.store import ModelSpec, ModelStore
 
 if TYPE_CHECKING:
@@ -332,15 +330,8 @@ class Restorer:
             log.error("model %s failed to load: %s", model.name, model.load_error)
 
     async def _build(self, entry: SnapshotEntry) -> ModelVersion:
-        s = self.settings
-        path, downloaded = await fetch(self.source(entry), s.model_store, s.allowed_urls,
-                                       self.store.work_dir, download_limits(s), Downloads())
-        spec = ModelSpec(str(path), entry.name)
-        try:
-            model = await asyncio.to_thread(self.store.build, spec, entry.overrides, True)
-        finally:
-            if downloaded:
-                shutil.rmtree(path.parent, ignore_errors=True)
+        model = await self.store.fetch_build(ModelSpec(self.source(entry), entry.name),
+                                             entry.overrides, loaded_at_startup=True)
         if model.version != entry.version:
             log.warning("%s: the snapshot recorded version %s, the archive has %s",
                         entry.name, entry.version, model.version)

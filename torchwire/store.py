@@ -7,10 +7,13 @@ Per-version settings are layered: server defaults < config.properties'
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,10 +23,12 @@ from torchwire.archive.manifest import model_name_problem
 from torchwire.config import ModelSettings, Settings, model_settings_from_mapping
 from torchwire.config.models import ServingConfig, resolve
 from torchwire.devices import GpuAllocator
+from torchwire.download import Downloads, download_limits
 from torchwire.errors import BadRequest, ModelNotFound
 from torchwire.metrics_yaml import MetricSpec
 from torchwire.model import BatchObserver, ModelVersion
 from torchwire.requirements import ModelRequirements, model_requirements
+from torchwire.sources import fetch
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,9 @@ class ModelSpec:
     url: str
     name: str | None = None
     handler: str | None = None  # overrides the manifest's handler
+    # TorchServe's register parameter: both ends of the worker range, unless the
+    # archive's model-config.yaml names a valid minWorkers/maxWorkers pair (which wins)
+    initial_workers: int | None = None
 
 
 def parse_model_arg(text: str) -> ModelSpec:
@@ -57,6 +65,32 @@ class ModelStore:
         self.root = settings.model_store
         self.model_metrics = model_metrics  # metrics_config's, made in every context.metrics
         self.work_dir = Path(tempfile.mkdtemp(prefix="torchwire-models-"))
+        self.downloads = Downloads()  # every download in progress, cut at shutdown
+
+    @asynccontextmanager
+    async def fetched(self, url: str, root: Path | None = None) -> AsyncIterator[Path]:
+        """The local file for ``url``: a name in ``root`` (the model store by default), a
+        path, or a download under ``allowed_urls`` and the download limits, which is
+        deleted after the block."""
+        s = self.settings
+        path, downloaded = await fetch(url, root or s.model_store, s.allowed_urls,
+                                       self.work_dir, download_limits(s), self.downloads)
+        try:
+            yield path
+        finally:
+            if downloaded:
+                shutil.rmtree(path.parent, ignore_errors=True)
+
+    async def fetch_build(self, spec: ModelSpec, overrides: ModelSettings | None = None,
+                          loaded_at_startup: bool = False,
+                          default_workers: int | None = None) -> ModelVersion:
+        """:meth:`build` for ``spec.url`` wherever it is (see :meth:`fetched`), off the
+        event loop; the version's ``model_url`` is the url as given."""
+        async with self.fetched(spec.url) as path:
+            model = await asyncio.to_thread(self.build, replace(spec, url=str(path)),
+                                            overrides, loaded_at_startup, default_workers)
+        model.model_url = spec.url
+        return model
 
     def archives(self) -> list[Path]:
         """Every archive or model directory in the store (for ``--models all``)."""
@@ -107,7 +141,7 @@ class ModelStore:
             manifest = replace(manifest, handler=spec.handler)
         yaml_config = read_model_config(model_dir, manifest)
         config = self.serving_config(manifest, yaml_config, overrides or ModelSettings(),
-                                     default_workers)
+                                     default_workers, spec.initial_workers)
         return ModelVersion(
             manifest, model_dir, yaml_config, config, self.gpus,
             model_url=spec.url, log_dir=self.settings.log_location,
@@ -129,13 +163,18 @@ class ModelStore:
 
     def serving_config(self, manifest: Manifest, yaml_config: dict[str, Any],
                        overrides: ModelSettings,
-                       default_workers: int | None = None) -> ServingConfig:
+                       default_workers: int | None = None,
+                       initial_workers: int | None = None) -> ServingConfig:
         layered = self._defaults(default_workers)
         per_model = self.settings.models.get(manifest.model_name, {})
         entry = per_model.get(manifest.model_version)
         if entry is not None:
             layered = layered.merged(entry)
-        layered = layered.merged(model_settings_from_mapping(yaml_config, "model-config.yaml"))
+        archive = model_settings_from_mapping(yaml_config, "model-config.yaml")
+        layered = layered.merged(archive)
+        if initial_workers is not None and not _names_workers(archive):
+            layered = layered.merged(ModelSettings(min_workers=initial_workers,
+                                                   max_workers=initial_workers))
         return resolve(layered.merged(overrides))
 
     def _defaults(self, workers: int | None = None) -> ModelSettings:
@@ -151,6 +190,13 @@ class ModelStore:
             batch_policy=s.batch_policy, elastic_workers=s.elastic_workers,
             scale_up_wait_ms=s.scale_up_wait_ms, scale_down_after=s.scale_down_after,
         )
+
+
+def _names_workers(archive: ModelSettings) -> bool:
+    """The archive's own worker range, which beats ``initial_workers`` in TorchServe:
+    ``minWorkers`` of at least 1 and ``maxWorkers`` not below it."""
+    low, high = archive.min_workers, archive.max_workers
+    return low is not None and low >= 1 and high is not None and high >= low
 
 
 def _renamed(manifest: Manifest, name: str) -> Manifest:

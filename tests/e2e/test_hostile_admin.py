@@ -71,7 +71,7 @@ class _Web(http.server.BaseHTTPRequestHandler):
         type(self).asked.set()
         route = {"/allowed/toy.mar": self._toy, "/allowed/zeros.mar": self._zeros,
                  "/allowed/huge.mar": self._huge, "/allowed/short.mar": self._short,
-                 "/allowed/drip.mar": self._drip}.get(self.path)
+                 "/allowed/drip.mar": self._drip, "/allowed/drip.war": self._drip}.get(self.path)
         if route is None:
             self.send_error(404)
             return
@@ -164,7 +164,9 @@ def test_downloads_are_capped_in_size_and_time(hostile: Hostile) -> None:
     assert_serving(hostile.server)
 
 
-def test_a_download_in_progress_does_not_delay_shutdown(tmp_path: Path) -> None:
+@pytest.mark.parametrize("what", ["models", "workflows"])
+def test_a_download_in_progress_does_not_delay_shutdown(tmp_path: Path, what: str) -> None:
+    """A registration's download, of a model or of a workflow, is cut when the server stops."""
     store = tmp_path / "store"
     store.mkdir()
     config = {"enable_model_api": "true", "disable_token_authorization": "true",
@@ -172,8 +174,9 @@ def test_a_download_in_progress_does_not_delay_shutdown(tmp_path: Path) -> None:
     server = start_server(tmp_path / "run", store, [], config)
     try:
         with web(b"") as (base, handler), ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(httpx.post, f"{server.management_url}/models",
-                                  params={"url": f"{base}/allowed/drip.mar"}, timeout=60)
+            archive = "drip.war" if what == "workflows" else "drip.mar"
+            pending = pool.submit(httpx.post, f"{server.management_url}/{what}",
+                                  params={"url": f"{base}/allowed/{archive}"}, timeout=60)
             assert handler.asked.wait(30)
             stopping = time.monotonic()
             server.proc.terminate()

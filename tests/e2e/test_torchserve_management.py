@@ -37,6 +37,8 @@ def ts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer
     store.mkdir()
     toy_archive(store, "toy")
     toy_archive(store, "extra")
+    toy_archive(store, "pair", yaml_config="minWorkers: 2\nmaxWorkers: 2\n")
+    toy_archive(store, "ceil", yaml_config="maxWorkers: 2\n")
     mgmt = f"http://127.0.0.1:{free_port()}"
     config = {"management_address": mgmt, "enable_model_api": "true",
               "disable_token_authorization": "true",
@@ -75,6 +77,22 @@ def test_register_with_workers_is_synchronous_by_default(
     assert r.json() == {"status": 'Model "sync" Version: 1.0 registered with 1 initial workers'}
     assert [w["status"] for w in doc["workers"]] == ["READY"]
     assert served.json()["echo"] == "now"
+
+
+@pytest.mark.parametrize(("archive", "workers"), [("pair-1.0/pair.mar", 2),
+                                                  ("ceil-1.0/ceil.mar", 1)])
+def test_an_archive_worker_range_beats_initial_workers(
+        mgmt: httpx.Client, archive: str, workers: int) -> None:
+    """TorchServe's register: model-config.yaml's minWorkers (>= 1) with a maxWorkers not
+    below it wins over initial_workers; a maxWorkers alone does not."""
+    r = mgmt.post("/models", params={"url": archive, "model_name": "ranged",
+                                     "initial_workers": 1})
+    (doc,) = mgmt.get("/models/ranged").json()
+    mgmt.delete("/models/ranged")
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == (f'Model "ranged" Version: 1.0 registered with {workers} '
+                                  "initial workers")
+    assert (doc["minWorkers"], doc["maxWorkers"], len(doc["workers"])) == (workers,) * 3
 
 
 def test_register_with_synchronous_false_answers_202(mgmt: httpx.Client) -> None:

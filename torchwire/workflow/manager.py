@@ -17,12 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from torchwire.config import ModelSettings
-from torchwire.download import Downloads, download_limits
 from torchwire.errors import BadRequest, Conflict, InternalError, ServeError, WorkflowNotFound
 from torchwire.model import ModelState, ModelVersion
 from torchwire.protocol import Item, Outcome
 from torchwire.registry import ModelRegistry
-from torchwire.sources import fetch
 from torchwire.store import ModelStore
 from torchwire.workflow.archive import (
     handler_path,
@@ -114,16 +112,10 @@ class WorkflowManager:
 
     async def _open(self, reg: WorkflowRegistration) -> Workflow:
         s = self.settings
-        store = s.workflow_store or s.model_store
-        path, downloaded = await fetch(reg.url, store, s.allowed_urls, self.store.work_dir,
-                                       download_limits(s), Downloads())
-        if not path.exists():
-            raise WorkflowNotFound(f"Workflow not found in workflow store: {reg.url}")
-        try:
+        async with self.store.fetched(reg.url, s.workflow_store or s.model_store) as path:
+            if not path.exists():
+                raise WorkflowNotFound(f"Workflow not found in workflow store: {reg.url}")
             war_dir = await asyncio.to_thread(open_war, path, self.store.work_dir / "workflows")
-        finally:
-            if downloaded:
-                shutil.rmtree(path.parent, ignore_errors=True)
         try:
             return self._read(reg, war_dir)
         except BaseException:

@@ -12,18 +12,14 @@ with all other traffic to it (``/predictions/<workflow>__<node>`` included).
 from __future__ import annotations
 
 import ast
-import asyncio
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 from torchwire.archive import Manifest
 from torchwire.archive.manifest import model_name_problem
 from torchwire.config import ModelSettings
-from torchwire.download import Downloads, download_limits
 from torchwire.errors import ConfigError, InvalidWorkflow
 from torchwire.model import ModelVersion
-from torchwire.sources import fetch
 from torchwire.store import ModelSpec, ModelStore
 from torchwire.workflow.spec import Node, WorkflowSpec
 
@@ -83,19 +79,11 @@ class NodeBuilder:
 
     async def _model(self, node: Node) -> ModelVersion:
         assert node.url is not None
-        st = self.store.settings
-        path, downloaded = await fetch(node.url, st.model_store, st.allowed_urls,
-                                       self.store.work_dir, download_limits(st), Downloads())
-        spec = ModelSpec(str(path), node_model_name(self.workflow, node.name))
+        spec = ModelSpec(node.url, node_model_name(self.workflow, node.name))
         try:
-            model = await asyncio.to_thread(self.store.build, spec, self._overrides(node))
+            return await self.store.fetch_build(spec, self._overrides(node))
         except ConfigError as exc:
             raise InvalidWorkflow(str(exc)) from None
-        finally:
-            if downloaded:
-                shutil.rmtree(path.parent, ignore_errors=True)
-        model.model_url = node.url
-        return model
 
     def _function(self, node: Node) -> ModelVersion:
         assert self.handler is not None
