@@ -204,6 +204,13 @@ class Metrics:
             MetricRecord(name, "gauge", done.handler_ms, "ms", labels, request_id)
             for name in ("HandlerTime", "PredictionTime"))
 
+    def observe_load(self, model: ModelVersion, worker_id: str, seconds: float) -> None:
+        """TorchServe's WorkerLoadTime: spawn to loaded, per worker (``W-9000-m_1.0``)."""
+        port = worker_id.rsplit("-", 1)[-1]
+        self.ts.add("WorkerLoadTime", {"WorkerName": f"W-{port}-{model.name}_{model.version}",
+                                       "Level": "Host", "Hostname": self.hostname},
+                    seconds * 1000)
+
     def count_response(self, status: int) -> None:
         """Requests2XX/4XX/5XX: every response of the inference and management APIs."""
         if status // 100 in (2, 4, 5):

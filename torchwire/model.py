@@ -7,10 +7,9 @@ import enum
 import logging
 import os
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from torchwire.archive import Manifest
 from torchwire.batching import Batcher, Job, deadline_of
@@ -36,7 +35,14 @@ class ModelState(enum.Enum):
     UNLOADING = "Unloading"
 
 
-BatchObserver = Callable[["ModelVersion", list[Job], BatchDone], None]
+class ModelObserver(Protocol):
+    """What the server's metrics learn from a model version."""
+
+    def observe_batch(self, model: ModelVersion, jobs: list[Job], done: BatchDone) -> None:
+        """A worker answered ``jobs`` as one batch."""
+
+    def observe_load(self, model: ModelVersion, worker_id: str, seconds: float) -> None:
+        """A worker loaded the model, ``seconds`` after it was spawned."""
 
 
 class ModelVersion:
@@ -50,7 +56,7 @@ class ModelVersion:
         model_url: str = "",
         log_dir: Path | None = None,
         loaded_at_startup: bool = False,
-        observer: BatchObserver | None = None,
+        observer: ModelObserver | None = None,
         torch_threads: int | None = None,
         requirements: ModelRequirements | None = None,
         model_metrics: tuple[MetricSpec, ...] = (),
@@ -84,7 +90,8 @@ class ModelVersion:
 
     def _new_pool(self, log_dir: Path | None, heartbeat_timeout: float) -> WorkerPool:
         """The supervisor of this version's workers, fed by its batcher."""
-        hooks = WorkerHooks(self.batcher.slot_free, self.batcher.requeue, self._batch_done)
+        hooks = WorkerHooks(self.batcher.slot_free, self.batcher.requeue, self._batch_done,
+                            self._worker_loaded)
         return WorkerPool(
             f"{self.name}-{self.version}", self._spec, hooks, self.config.response_timeout,
             self.config.startup_timeout, log_dir, on_failed=self._load_failed,
@@ -255,7 +262,11 @@ class ModelVersion:
 
     def _batch_done(self, jobs: list[Job], done: BatchDone) -> None:
         if self.observer is not None:
-            self.observer(self, jobs, done)
+            self.observer.observe_batch(self, jobs, done)
+
+    def _worker_loaded(self, worker: WorkerProcess, seconds: float) -> None:
+        if self.observer is not None:
+            self.observer.observe_load(self, worker.worker_id, seconds)
 
     # -- workers ---------------------------------------------------------------
     def _threads(self) -> int:

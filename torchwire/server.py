@@ -106,7 +106,7 @@ class Server:
         options = metrics_options(settings, self.gpus.count)
         self.metrics = Metrics(options=options)
         self.metrics.watch(self.registry)
-        self.store = ModelStore(settings, self.gpus, observer=self.metrics.observe_batch,
+        self.store = ModelStore(settings, self.gpus, observer=self.metrics,
                                 model_metrics=options.spec.model_metrics)
         self.snapshots = SnapshotWriter(default_log_dir(settings) / "config", settings,
                                         self.registry, enabled=snapshots)

@@ -26,7 +26,7 @@ from torchwire.devices import GpuAllocator
 from torchwire.download import Downloads, download_limits
 from torchwire.errors import BadRequest, ModelNotFound
 from torchwire.metrics_yaml import MetricSpec
-from torchwire.model import BatchObserver, ModelVersion
+from torchwire.model import ModelObserver, ModelVersion
 from torchwire.requirements import ModelRequirements, model_requirements
 from torchwire.sources import fetch
 
@@ -57,7 +57,7 @@ def parse_model_arg(text: str) -> ModelSpec:
 
 class ModelStore:
     def __init__(self, settings: Settings, gpus: GpuAllocator,
-                 observer: BatchObserver | None = None,
+                 observer: ModelObserver | None = None,
                  model_metrics: tuple[MetricSpec, ...] = ()) -> None:
         self.settings = settings
         self.gpus = gpus

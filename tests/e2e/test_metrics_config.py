@@ -36,6 +36,9 @@ ts_metrics:
     - name: MemoryUsed
       unit: Megabytes
       dimensions: [*level, *hostname]
+    - name: WorkerLoadTime
+      unit: Milliseconds
+      dimensions: ["WorkerName", *level, *hostname]
 model_metrics:
   counter:
     - name: toy_calls
@@ -109,6 +112,8 @@ def test_declared_metrics_appear_and_move_under_load(declared: RunningServer) ->
     assert after["QueueTime_count"][host] - before["QueueTime_count"][host] == 5
     assert 0 <= after["CPUUtilization"][host] <= 100 and after["MemoryUsed"][host] > 0
     assert next(iter(after["HandlerTime"].values())) >= 0
+    ((load_key, load_ms),) = after["WorkerLoadTime"].items()  # the toy's one worker
+    assert dict(load_key)["WorkerName"] == "W-9000-toy_1.0" and 0 < load_ms < 60_000
     for undeclared in ("Requests4XX", "DiskUsage", "toy_last_ms", "toy_size_count",
                        "PredictionTime"):
         assert undeclared not in after  # not in metrics.yaml: not exposed
@@ -128,12 +133,14 @@ def test_log_mode_writes_parseable_ts_and_model_metric_lines(logged: RunningServ
 
     def written() -> bool:
         names = {m[1] for m in ts_lines(front)}
-        return {"Requests2XX", "CPUUtilization", "DiskAvailable"} <= names and \
+        return {"Requests2XX", "CPUUtilization", "DiskAvailable", "WorkerLoadTime"} <= names and \
             {"toy_calls", "HandlerTime"} <= {m[1] for m in ts_lines(model)}
 
     wait_until(written, 30, "metric lines in ts_metrics.log and model_metrics.log")
     requests = [m for m in ts_lines(front) if m[1] == "Requests2XX"]
     assert (requests[0][2], requests[0][3], requests[0][4]) == ("Count", "1.0", "Level:Host")
+    load = next(m for m in ts_lines(front) if m[1] == "WorkerLoadTime")
+    assert load[2] == "Milliseconds" and load[4] == "WorkerName:W-9000-toy_1.0,Level:Host"
     cpu = next(m for m in ts_lines(front) if m[1] == "CPUUtilization")
     assert cpu[2] == "Percent" and 0 <= float(cpu[3]) <= 100
     calls = [m for m in ts_lines(model) if m[1] == "toy_calls"]

@@ -60,6 +60,7 @@ class WorkerHooks:
     slot_free: Callable[[WorkerProcess], None]
     requeue: Callable[[list[Job]], None]
     batch_done: Callable[[list[Job], BatchDone], None]
+    loaded: Callable[[WorkerProcess, float], None] | None = None  # seconds from spawn to Ready
 
 
 def worker_env(threads: int, gpu_id: int | None) -> dict[str, str]:
@@ -135,6 +136,7 @@ class WorkerProcess:
 
     async def start(self, startup_timeout: float) -> None:
         """Spawn the worker and wait until its model is loaded."""
+        spawned = time.monotonic()
         parent_sock, child_sock = socket.socketpair()
         try:
             self.proc = self._spawn(child_sock)
@@ -158,6 +160,8 @@ class WorkerProcess:
             raise WorkerLoadError("worker exited while loading the model (see the model log)")
         self.device = first.device
         self.started_at = time.time()
+        if self.hooks.loaded is not None:
+            self.hooks.loaded(self, time.monotonic() - spawned)
         self.alive = True
         loop = asyncio.get_running_loop()
         self._reader_task = loop.create_task(self._read_loop(reader))
