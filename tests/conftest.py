@@ -381,6 +381,7 @@ HOSTILE_LIMITS: dict[str, object] = {
     "header_read_timeout": 2, "body_read_timeout": 2, "worker_heartbeat_timeout": 2,
     "max_workers_per_model": 2, "max_workers_total": 2, "max_download_size": 1_000_000,
     "download_timeout": 3, "max_extracted_size": 50_000_000, "job_queue_size": 4,
+    "grpc_max_connection_idle_ms": 1000, "grpc_max_concurrent_streams": 8,
 }
 
 

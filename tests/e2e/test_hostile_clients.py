@@ -12,10 +12,13 @@ import time
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+import grpc
 import httpx
 import pytest
 
-from tests.conftest import Hostile, RunningServer, wait_until
+from tests.conftest import HOSTILE_LIMITS, Hostile, RunningServer, wait_until
+from torchwire.grpc.generated import inference_pb2 as pb
+from torchwire.grpc.generated import inference_pb2_grpc as pb_grpc
 
 IDLE_CONNECTIONS = 3000
 
@@ -140,7 +143,8 @@ def idle_connections(hostile: Hostile) -> Iterator[list[socket.socket]]:
 
 
 def closed_by_server(socks: list[socket.socket], deadline_s: float) -> int:
-    """How many of ``socks`` the server closes (EOF or reset) within ``deadline_s``."""
+    """How many of ``socks`` the server closes (EOF or reset) within ``deadline_s``; what
+    it sends before closing (an HTTP 408, gRPC's SETTINGS) is read and dropped."""
     selector = selectors.DefaultSelector()
     for sock in socks:
         sock.setblocking(False)
@@ -148,10 +152,20 @@ def closed_by_server(socks: list[socket.socket], deadline_s: float) -> int:
     closed, end = 0, time.monotonic() + deadline_s
     while closed < len(socks) and (left := end - time.monotonic()) > 0:
         for key, _ in selector.select(left):
-            selector.unregister(key.fileobj)
-            closed += 1
+            if _at_eof(key.fileobj):  # type: ignore[arg-type]
+                selector.unregister(key.fileobj)
+                closed += 1
     selector.close()
     return closed
+
+
+def _at_eof(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(65536) == b""
+    except BlockingIOError:
+        return False
+    except OSError:  # reset
+        return True
 
 
 def test_idle_connections_neither_block_clients_nor_stay(
@@ -247,3 +261,73 @@ def test_empty_shapes_and_null_data_are_a_400(hostile: Hostile, tensor: dict[str
     assert r.status_code == 400, r.text
     assert "shape" in r.json()["error"] or "null" in r.json()["error"]
     assert_serving(server)
+
+
+# -- the gRPC listeners: the same limits ----------------------------------------------
+GRPC_IDLE_CONNECTIONS = 500
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_SETTINGS, H2_GOAWAY = 0x4, 0x7
+SETTINGS_MAX_CONCURRENT_STREAMS = 0x3
+
+
+def grpc_predict(server: RunningServer, text: bytes,
+                 metadata: tuple[tuple[str, str], ...] = ()) -> dict[str, object]:
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        stub = pb_grpc.InferenceAPIsServiceStub(channel)
+        request = pb.PredictionsRequest(model_name="toy", input={"data": text})
+        return json.loads(stub.Predictions(request, timeout=5, metadata=metadata).prediction)
+
+
+def h2_frames(raw: bytes) -> list[tuple[int, bytes]]:
+    """``(type, payload)`` of each whole HTTP/2 frame in ``raw``."""
+    frames = []
+    while len(raw) >= 9:
+        length = int.from_bytes(raw[:3], "big")
+        frames.append((raw[3], raw[9:9 + length]))
+        raw = raw[9 + length:]
+    return frames
+
+
+def test_idle_grpc_connections_neither_block_calls_nor_stay(hostile: Hostile) -> None:
+    server = hostile.server
+    socks = [socket.create_connection(address(f"http://{server.grpc_target}"), timeout=10)
+             for _ in range(GRPC_IDLE_CONNECTIONS)]
+    try:
+        started = time.monotonic()
+        assert grpc_predict(server, b"through")["echo"] == "through"
+        assert time.monotonic() - started < 2
+        # header_read_timeout (2 s here) bounds gRPC's connection handshake too
+        assert closed_by_server(socks, 15) == GRPC_IDLE_CONNECTIONS
+    finally:
+        for sock in socks:
+            sock.close()
+    assert_serving(server)
+
+
+def test_a_grpc_connection_without_calls_gets_a_goaway_and_few_streams(
+        hostile: Hostile) -> None:
+    """An HTTP/2 connection that never calls is sent a GOAWAY after
+    grpc_max_connection_idle_ms; the server announces grpc_max_concurrent_streams."""
+    with socket.create_connection(address(f"http://{hostile.server.grpc_target}"),
+                                  timeout=10) as sock:
+        sock.sendall(H2_PREFACE + bytes([0, 0, 0, H2_SETTINGS, 0, 0, 0, 0, 0]))
+        started = time.monotonic()
+        frames = h2_frames(read_response(sock, 10))
+        waited = time.monotonic() - started
+    assert H2_GOAWAY in [kind for kind, _ in frames]
+    assert 0.9 < waited < 5  # grpc_max_connection_idle_ms is 1 s here
+    settings = b"".join(payload for kind, payload in frames if kind == H2_SETTINGS)
+    announced = {int.from_bytes(settings[i:i + 2], "big"): int.from_bytes(settings[i + 2:i + 6],
+                                                                          "big")
+                 for i in range(0, len(settings) - 5, 6)}
+    assert announced[SETTINGS_MAX_CONCURRENT_STREAMS] == \
+        HOSTILE_LIMITS["grpc_max_concurrent_streams"]
+    assert grpc_predict(hostile.server, b"after")["echo"] == "after"
+
+
+def test_grpc_metadata_over_max_header_size_is_refused(hostile: Hostile) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        grpc_predict(hostile.server, b"big", metadata=(("x-big", "a" * 9000),))
+    assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
+    assert grpc_predict(hostile.server, b"small", (("x-small", "a" * 100),))["echo"] == "small"
+    assert_serving(hostile.server)

@@ -53,6 +53,10 @@ class Settings:
     grpc_management_max_connection_age_ms: int | None = setting(optional(int_at_least(1)))
     grpc_inference_max_connection_age_grace_ms: int | None = setting(optional(int_at_least(0)))
     grpc_management_max_connection_age_grace_ms: int | None = setting(optional(int_at_least(0)))
+    # a gRPC connection with no call in progress for this long gets a GOAWAY (clients
+    # reconnect on their next call), as HTTP keep-alive closes after 120 s
+    grpc_max_connection_idle_ms: int = setting(int_at_least(1), 120_000)
+    grpc_max_concurrent_streams: int = setting(int_at_least(1), 128)  # calls per connection
     model_store: Path | None = setting(optional(to_path))
     workflow_store: Path | None = setting(optional(to_path))  # .war files; None: model_store
     load_models: list[str] = setting(to_load_models, factory=list)

@@ -85,6 +85,12 @@ def server_options(settings: Settings, api: str) -> list[tuple[str, int]]:
         ("grpc.so_reuseport", 0),  # a second server on the same port must fail, not share it
         ("grpc.max_receive_message_length", request_limit),
         ("grpc.max_send_message_length", response_limit),
+        # the HTTP listeners' limits, as gRPC has them (docs/limits.md)
+        ("grpc.server_handshake_timeout_ms", settings.header_read_timeout * 1000),
+        ("grpc.max_metadata_size", settings.max_header_size),
+        ("grpc.absolute_max_metadata_size", settings.max_header_size),
+        ("grpc.max_connection_idle_ms", settings.grpc_max_connection_idle_ms),
+        ("grpc.max_concurrent_streams", settings.grpc_max_concurrent_streams),
     ]
     age = getattr(settings, f"grpc_{api}_max_connection_age_ms")
     grace = getattr(settings, f"grpc_{api}_max_connection_age_grace_ms")
