@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import logging
 import resource
-import shutil
 import signal
 import socket
 from collections.abc import Iterator
@@ -185,7 +184,7 @@ class Server:
         try:
             sockets = bind_all([address for _, address in self.listeners()])
         except OSError:
-            shutil.rmtree(self.store.work_dir, ignore_errors=True)
+            self.store.close()
             raise
         self.start_auth()
         self.registry.starting = (bool(self.model_specs)
@@ -310,7 +309,7 @@ class Server:
             tasks.append(asyncio.ensure_future(self.grpc.stop(timeout)))
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*(m.stop(timeout) for m in self.registry), return_exceptions=True)
-        shutil.rmtree(self.store.work_dir, ignore_errors=True)
+        self.store.close()
         if self.keys is not None:
             self.keys.remove()
 

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +65,17 @@ class ModelStore:
         self.observer = observer
         self.root = settings.model_store
         self.model_metrics = model_metrics  # metrics_config's, made in every context.metrics
-        self.work_dir = Path(tempfile.mkdtemp(prefix="torchwire-models-"))
         self.downloads = Downloads()  # every download in progress, cut at shutdown
+
+    @cached_property
+    def work_dir(self) -> Path:
+        """Where archives are unpacked and downloads land; made on first use."""
+        return Path(tempfile.mkdtemp(prefix="torchwire-models-"))
+
+    def close(self) -> None:
+        """Delete the work folder and everything unpacked in it."""
+        if "work_dir" in self.__dict__:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     @asynccontextmanager
     async def fetched(self, url: str, root: Path | None = None) -> AsyncIterator[Path]:
