@@ -30,8 +30,9 @@ from tests.conftest import (
 def worker_pid(server: RunningServer, model: str = "toy") -> int:
     # /ping may turn 200 before a replaced worker's successor has loaded (the old one
     # still counts until it is reaped): the request then waits in the queue for it.
-    return int(httpx.post(f"{server.url}/predictions/{model}", content=b"pid",
-                          timeout=60).json()["pid"])
+    r = httpx.post(f"{server.url}/predictions/{model}", content=b"pid", timeout=60)
+    assert r.status_code == 200, r.text
+    return int(r.json()["pid"])
 
 
 async def _block_then_kill(url: str, pid: int, gate: Path) -> tuple[httpx.Response, float]:

@@ -98,6 +98,25 @@ def test_a_batch_past_response_timeout_fails_with_408_and_the_worker_is_killed()
     asyncio.run(run())
 
 
+def test_a_timed_out_worker_takes_no_batch_and_gives_back_those_behind() -> None:
+    """The batch sent behind the stuck one never started: it goes back to the queue
+    instead of failing with the worker, and no new batch goes to the condemned worker."""
+    async def run() -> None:
+        front = Front()
+        worker = await started(front, timeout=0.05)
+        stuck, behind = jobs("slow"), jobs("next")
+        worker.submit(batch(1, stuck), stuck)
+        worker.submit(batch(2, behind), behind)
+        with pytest.raises(RequestTimeout):
+            await stuck[0].future
+        assert not worker.accepting
+        assert front.requeued == behind and not behind[0].future.done()
+        await worker.exited.wait()
+        assert not behind[0].future.done()  # its death fails nothing more
+
+    asyncio.run(run())
+
+
 def test_retire_lets_in_flight_batches_finish_then_the_child_sees_eof() -> None:
     async def run() -> None:
         front = Front()

@@ -201,10 +201,16 @@ class WorkerProcess:
             return
         log.warning("worker %s: batch exceeded %g s; restarting it", self.worker_id,
                     self.response_timeout)
-        err = RequestTimeout(
+        self.alive = False  # condemned: no batch goes to it from now on
+        waiting = list(self.inflight.values())  # sent behind the stuck batch, never started
+        self.inflight.clear()
+        self._drained.set()
+        _fail(entry.jobs, RequestTimeout(
             f"the model did not answer within response_timeout ({self.response_timeout:g} s)"
-        )
-        _fail(entry.jobs, err)
+        ))
+        self._requeue(waiting, WorkerDied(
+            f"the worker process for model {self.spec.model_name} was restarted after "
+            "a batch exceeded response_timeout"))
         self.kill()
 
     def _finish(self, done: BatchDone) -> None:
@@ -293,6 +299,10 @@ class WorkerProcess:
         if running.timer is not None:
             running.timer.cancel()
         _fail(running.jobs, err)
+        self._requeue(waiting, err)
+
+    def _requeue(self, waiting: list[InFlight], err: ServeError) -> None:
+        """Batches that never started go back to the queue, once; a second time, ``err``."""
         retry: list[Job] = []
         for entry in waiting:
             for job in entry.jobs:
