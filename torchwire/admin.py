@@ -156,11 +156,12 @@ class ModelAdmin:
     async def _build(self, reg: Registration) -> ModelVersion:
         # initial_workers, else the configured default_workers_per_model, else 0 (TorchServe)
         workers = reg.overrides.min_workers
+        if workers is None:
+            workers = self.settings.default_workers_per_model or 0
         spec = ModelSpec(reg.url, reg.name, reg.handler, initial_workers=workers)
         overrides = dataclasses.replace(reg.overrides, min_workers=None, max_workers=None)
         try:
-            return await self.store.fetch_build(
-                spec, overrides, default_workers=self.settings.default_workers_per_model or 0)
+            return await self.store.fetch_build(spec, overrides)
         except ConfigError as exc:
             raise BadRequest(str(exc)) from None
 

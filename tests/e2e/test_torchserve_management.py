@@ -39,6 +39,7 @@ def ts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer
     toy_archive(store, "extra")
     toy_archive(store, "pair", yaml_config="minWorkers: 2\nmaxWorkers: 2\n")
     toy_archive(store, "ceil", yaml_config="maxWorkers: 2\n")
+    toy_archive(store, "floor", yaml_config="minWorkers: 1\n")
     mgmt = f"http://127.0.0.1:{free_port()}"
     config = {"management_address": mgmt, "enable_model_api": "true",
               "disable_token_authorization": "true",
@@ -79,20 +80,32 @@ def test_register_with_workers_is_synchronous_by_default(
     assert served.json()["echo"] == "now"
 
 
-@pytest.mark.parametrize(("archive", "workers"), [("pair-1.0/pair.mar", 2),
-                                                  ("ceil-1.0/ceil.mar", 1)])
+@pytest.mark.parametrize(("archive", "initial", "workers"), [
+    ("pair-1.0/pair.mar", 1, 2), ("pair-1.0/pair.mar", None, 2), ("ceil-1.0/ceil.mar", 1, 1),
+    ("floor-1.0/floor.mar", 1, 1)])
 def test_an_archive_worker_range_beats_initial_workers(
-        mgmt: httpx.Client, archive: str, workers: int) -> None:
+        mgmt: httpx.Client, archive: str, initial: int | None, workers: int) -> None:
     """TorchServe's register: model-config.yaml's minWorkers (>= 1) with a maxWorkers not
-    below it wins over initial_workers; a maxWorkers alone does not."""
-    r = mgmt.post("/models", params={"url": archive, "model_name": "ranged",
-                                     "initial_workers": 1})
+    below it wins over initial_workers, given or not; either key alone does not."""
+    params = {"url": archive, "model_name": "ranged"}
+    if initial is not None:
+        params["initial_workers"] = str(initial)
+    r = mgmt.post("/models", params=params)
     (doc,) = mgmt.get("/models/ranged").json()
     mgmt.delete("/models/ranged")
     assert r.status_code == 200, r.text
     assert r.json()["status"] == (f'Model "ranged" Version: 1.0 registered with {workers} '
                                   "initial workers")
     assert (doc["minWorkers"], doc["maxWorkers"], len(doc["workers"])) == (workers,) * 3
+
+
+def test_an_archive_min_workers_alone_is_ignored_without_initial_workers(
+        mgmt: httpx.Client) -> None:
+    r = mgmt.post("/models", params={"url": "floor-1.0/floor.mar", "model_name": "floored"})
+    (doc,) = mgmt.get("/models/floored").json()
+    mgmt.delete("/models/floored")
+    assert r.status_code == 200 and "registered with 0 initial workers" in r.json()["status"]
+    assert (doc["minWorkers"], doc["maxWorkers"]) == (0, 0)
 
 
 def test_register_with_synchronous_false_answers_202(mgmt: httpx.Client) -> None:
