@@ -46,7 +46,7 @@ class InferenceAPI:
     async def ping(self, request: Request) -> Response:
         """Readiness: 200 when every model can serve; 503 once the server is stopping."""
         if self.registry.healthy():
-            return json_response({"status": "Healthy", "health": "healthy!"})
+            return json_response({"status": "Healthy"})  # TorchServe's body, exactly
         if self.registry.draining:
             return json_response({"status": "Unhealthy", "health": "stopping"}, 503)
         return json_response({"status": "Unhealthy"}, 500)
