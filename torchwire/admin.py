@@ -132,8 +132,7 @@ class ModelAdmin:
 
     # -- register and unregister -----------------------------------------------------
     def require_model_api(self, what: str) -> None:
-        if not self.settings.enable_model_api:
-            raise ModelAPIDisabled.for_action(what)
+        require_model_api(self.settings, what)
 
     async def register(self, reg: Registration, seen: Seen | None = None) -> Answer:
         """Build, add and start a version; ``seen`` learns it as soon as it is added."""
@@ -215,6 +214,14 @@ class ModelAdmin:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("%s failed", what, exc_info=task.exception())
+
+
+def require_model_api(settings: Settings, what: str) -> None:
+    """TorchServe's 405 while ``enable_model_api`` is off; the log says how to turn it on."""
+    if not settings.enable_model_api:
+        log.warning("%s is disabled: start torchwire with --enable-model-api (or set "
+                    "enable_model_api=true) to allow it", what)
+        raise ModelAPIDisabled.for_action(what)
 
 
 def check_runtime(runtime: str) -> None:

@@ -15,7 +15,8 @@ Clients send a key as ``Authorization: Bearer <key>``. Which listener asks for o
   otherwise. ``/ping`` and the KServe v2 health paths stay open (probes);
 - ``GET /token?type=management|inference`` (management port) takes the API key.
 
-A missing or wrong key is a 401 (TorchServe answers 400). Keys are compared in
+A missing or wrong key is a 400 ``InvalidKeyException`` with TorchServe's message (gRPC:
+PERMISSION_DENIED), as TorchServe answers. Keys are compared in
 constant time and never logged.
 
 Keys may also be given (for replicas behind one load balancer, from a Kubernetes
@@ -40,7 +41,7 @@ from pathlib import Path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from torchwire.config import Settings
-from torchwire.errors import ConfigError, KeyIsFixed, Unauthorized
+from torchwire.errors import ConfigError, InvalidKey, KeyIsFixed
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ def bearer(scope: Scope) -> bytes | None:
 
 
 class TokenAuth:
-    """ASGI middleware: a request without a right key gets 401 before any route runs."""
+    """ASGI middleware: a request without a right key gets a 400 before any route runs."""
 
     def __init__(self, app: ASGIApp, keys: KeyRing, kinds: tuple[str, ...],
                  per_path: Mapping[str, tuple[str, ...]] | None = None,
@@ -242,18 +243,13 @@ class TokenAuth:
             scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
             await self.app(scope, receive, send)
             return
-        await self._refuse(kinds, send)
+        await self._refuse(path, send)
 
-    async def _refuse(self, kinds: tuple[str, ...], send: Send) -> None:
-        which = " or ".join(kinds)
-        err = Unauthorized(
-            f"missing or wrong key: send 'Authorization: Bearer <{which} key>'; "
-            f"the keys are in {self.keys.path}"
-        )
+    async def _refuse(self, path: str, send: Send) -> None:
+        err = InvalidKey(InvalidKey.TOKEN_API if path == "/token" else InvalidKey.TOKEN)
         body = json.dumps(err.to_json(), indent=2).encode()
         headers = [(b"content-type", b"application/json"),
-                   (b"content-length", str(len(body)).encode()),
-                   (b"www-authenticate", b'Bearer realm="torchwire"')]
+                   (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": err.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -288,7 +284,4 @@ class GrpcKeyCheck:
         scheme, _, token = (authorization or "").partition(" ")
         presented = token.strip().encode() if scheme.lower() == "bearer" else None
         if not self.keys.matches(kinds, presented):
-            raise Unauthorized(
-                f"missing or wrong key: send metadata 'authorization: Bearer <{' or '.join(kinds)}"
-                f" key>'; the keys are in {self.keys.path}"
-            )
+            raise InvalidKey(InvalidKey.TOKEN)

@@ -39,6 +39,15 @@ class Unauthorized(ServeError):
     type_name = "InvalidKeyException"
 
 
+class InvalidKey(BadRequest):
+    """A missing or wrong token: TorchServe's 400 and message, word for word."""
+
+    type_name = "InvalidKeyException"
+    TOKEN = "Token Authorization failed. Token either incorrect, expired, or not provided correctly"
+    TOKEN_API = ("Token Authentication failed. Token either incorrect, expired, or not "
+                 "provided correctly")  # TorchServe's wording for GET /token
+
+
 class Forbidden(ServeError):
     status = 403
     type_name = "InvalidModelVersionException"
@@ -67,8 +76,9 @@ class ModelAPIDisabled(MethodNotAllowed):
 
     @classmethod
     def for_action(cls, what: str) -> ModelAPIDisabled:
-        return cls(f"{what} is disabled: start torchwire with --enable-model-api "
-                   "(or set enable_model_api=true) to allow it")
+        """TorchServe's message, word for word (its tests compare it); ``what`` and the
+        way to turn it on go to the server log (see ``require_model_api``)."""
+        return cls("Requested method is not allowed, please refer to API document.")
 
 
 class RequestTimeout(ServeError):

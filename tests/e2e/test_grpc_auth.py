@@ -32,12 +32,14 @@ def test_grpc_needs_keys_when_auth_is_forced(tmp_path: Path) -> None:
             assert stub.Ping(empty_pb2.Empty()).health  # probes stay open
             with pytest.raises(grpc.RpcError) as refused:
                 stub.Predictions(request)
-            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            assert "key" in (refused.value.details() or "")
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert refused.value.details() == (
+                "Token Authorization failed. Token either incorrect, expired, or not provided "
+                "correctly")
             wrong = (("authorization", "Bearer not-the-key"),)
             with pytest.raises(grpc.RpcError) as bad:
                 stub.Predictions(request, metadata=wrong)
-            assert bad.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert bad.value.code() == grpc.StatusCode.PERMISSION_DENIED
             good = (("authorization", f"Bearer {keys['inference']['key']}"),)
             answer = json.loads(stub.Predictions(request, metadata=good).prediction)
             assert answer["echo"] == "hi"
@@ -48,7 +50,7 @@ def test_grpc_needs_keys_when_auth_is_forced(tmp_path: Path) -> None:
                 assert json.loads(seen.prediction)["value"] == expected, name
             with pytest.raises(grpc.RpcError) as mgmt:
                 mstub.ListModels(mpb.ListModelsRequest())
-            assert mgmt.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert mgmt.value.code() == grpc.StatusCode.PERMISSION_DENIED
             inference_key_for_management = (("authorization",
                                              f"Bearer {keys['inference']['key']}"),)
             with pytest.raises(grpc.RpcError):

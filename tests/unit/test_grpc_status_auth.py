@@ -72,7 +72,7 @@ def test_calls_without_the_token_are_refused(call: Call) -> None:
     seen: list[tuple[str, str]] = []
     with pytest.raises(grpc.aio.AioRpcError) as info:
         asyncio.run(_serve_and_call(call, (("authorization", "Bearer wrong"),), seen))
-    assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert info.value.code() is grpc.StatusCode.PERMISSION_DENIED  # as TorchServe
     assert "Token Authorization failed" in (info.value.details() or "")
     assert seen and seen[0][0] == "inference"
     assert seen[0][1].startswith("/org.pytorch.serve.grpc.inference.InferenceAPIsService/")

@@ -63,7 +63,7 @@ TORCHSERVE_MANAGEMENT: Facts = {
 EXTRA_METHODS = {"/predictions/{model_name}": {"put"},
                  "/predictions/{model_name}/{model_version}": {"put"}}
 EXTRA_PARAMETERS = {"customized"}  # TorchServe's own describe option, missing from its file
-EXTRA_CODES = {400, 401, 403, 405, 408, 409, 413, 503}  # clearer refusals, keys, overload
+EXTRA_CODES = {400, 403, 405, 408, 409, 413, 503}  # clearer refusals, keys, overload
 
 
 def facts(doc: dict[str, Any]) -> Facts:

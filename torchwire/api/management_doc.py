@@ -35,8 +35,8 @@ PARTIAL = {"description": "TorchServe's partial success (some workers started); 
 
 def errors(*codes: int) -> dict[str, Any]:
     text = {
-        400: "A parameter is invalid, or the url is not allowed or cannot be fetched.",
-        401: "The management key is missing or wrong.",
+        400: "A parameter is invalid, the url is not allowed or cannot be fetched, or "
+             "the management key is missing or wrong (InvalidKeyException).",
         403: "The default version cannot be deleted while other versions exist.",
         404: "The model, model version or archive does not exist.",
         405: "Registering or deleting models is disabled (enable_model_api).",
@@ -99,7 +99,7 @@ def register_operation() -> dict[str, Any]:
         "200": status_response("Registered (synchronous, or with 0 workers)."),
         "202": status_response("Registered; workers are starting (synchronous=false)."),
         "210": PARTIAL,
-        **errors(400, 401, 404, 405, 409, 500)}, parameters=params)
+        **errors(400, 404, 405, 409, 500)}, parameters=params)
 
 
 def describe_operation(operation_id: str, versioned: bool) -> dict[str, Any]:
@@ -109,7 +109,7 @@ def describe_operation(operation_id: str, versioned: bool) -> dict[str, Any]:
                                                    "items": {"$ref": DESCRIPTION_REF}})
     what = "a version (or all, with version 'all')" if versioned else "the default version"
     return operation(operation_id, f"Describe {what} of a model.",
-                     {"200": ok, **errors(401, 404, 503)}, parameters=params)
+                     {"200": ok, **errors(400, 404, 503)}, parameters=params)
 
 
 def scale_operation(operation_id: str, versioned: bool) -> dict[str, Any]:
@@ -123,7 +123,7 @@ def scale_operation(operation_id: str, versioned: bool) -> dict[str, Any]:
                                           "requests; 0 stops it at once; -1 (default) waits.")]
     return operation(operation_id, "Scale the workers of a model version.", {
         "200": status_response("Scaled."), "202": status_response("Scaling started."),
-        "210": PARTIAL, **errors(400, 401, 404, 500)}, parameters=params)
+        "210": PARTIAL, **errors(400, 404, 500)}, parameters=params)
 
 
 def unregister_operation(operation_id: str, versioned: bool) -> dict[str, Any]:
@@ -136,16 +136,16 @@ def unregister_operation(operation_id: str, versioned: bool) -> dict[str, Any]:
                      {"200": status_response("Unregistered."),
                       "202": status_response("TorchServe's asynchronous answer; torchwire "
                                              "answers 200 once the version is gone."),
-                      **errors(401, 403, 404, 405, 408, 500)}, parameters=params)
+                      **errors(400, 403, 404, 405, 408, 500)}, parameters=params)
 
 
 def model_paths() -> dict[str, Any]:
     listing = operation("listModels", "List the default version of every model.", {
-        "200": json_response("One page of models.", {"$ref": LIST_REF}), **errors(400, 401)},
+        "200": json_response("One page of models.", {"$ref": LIST_REF}), **errors(400)},
         parameters=[query("limit", "integer", "Models per page (at most 100)."),
                     query("next_page_token", "integer", "Where the page starts.")])
     default = operation("setDefault", "Make a version the default.", {
-        "200": status_response("Default version set."), **errors(401, 404)},
+        "200": status_response("Default version set."), **errors(400, 404)},
         parameters=model_parameters(True))
     return {
         "/models": {"get": listing, "post": register_operation()},
@@ -175,14 +175,14 @@ def other_paths(with_token: bool) -> dict[str, Any]:
                                               {"200": described})},
         "/v1/models/{model_name}": {"get": operation(
             "kserveV1ModelReady", "KServe v1 model readiness.",
-            {"200": ready, **errors(401, 404)},
+            {"200": ready, **errors(400, 404)},
             parameters=[path_parameter("model_name", "Name of a registered model.")])},
     }
     if with_token:
         key = json_response("The new key.", {"type": "object"})
         paths["/token"] = {"get": operation(
             "token", "Replace the management or inference key (send the API key).",
-            {"200": key, **errors(400, 401)},
+            {"200": key, **errors(400)},
             parameters=[query("type", "string", "management or inference")])}
     return paths
 

@@ -11,11 +11,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from torchwire.admin import require_model_api
 from torchwire.api.management import int_param, register_params, status
 from torchwire.api.payload import item_from_request
 from torchwire.api.responses import json_response
 from torchwire.config import Settings
-from torchwire.errors import ModelAPIDisabled
 from torchwire.workflow.manager import WorkflowManager, WorkflowRegistration
 
 
@@ -33,10 +33,6 @@ class WorkflowManagementAPI:
             Route(one, self.unregister, methods=["DELETE"]),
         ]
 
-    def _require_model_api(self, what: str) -> None:
-        if not self.settings.enable_model_api:
-            raise ModelAPIDisabled.for_action(what)
-
     async def list_workflows(self, request: Request) -> Response:
         q = request.query_params
         limit = int_param(q, "limit", 100, -(2**31))
@@ -47,7 +43,7 @@ class WorkflowManagementAPI:
         return json_response(self.manager.describe(request.path_params["workflow_name"]))
 
     async def register(self, request: Request) -> Response:
-        self._require_model_api("registering workflows")
+        require_model_api(self.settings, "registering workflows")
         params = await register_params(request)
         reg = WorkflowRegistration(
             url=str(params.get("url") or ""),
@@ -58,7 +54,7 @@ class WorkflowManagementAPI:
         return status(await self.manager.register(reg))
 
     async def unregister(self, request: Request) -> Response:
-        self._require_model_api("deleting workflows")
+        require_model_api(self.settings, "deleting workflows")
         return status(await self.manager.unregister(request.path_params["workflow_name"]))
 
 

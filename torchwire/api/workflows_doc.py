@@ -15,8 +15,8 @@ from torchwire.api.openapi import (
 STATUS = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
 NAME = path_parameter("workflow_name", "Name of a registered workflow.")
 _ERRORS = {
-    400: "A parameter, the .war or its specification is invalid, or the url is not allowed.",
-    401: "The key is missing or wrong.",
+    400: "A parameter, the .war or its specification is invalid, the url is not "
+         "allowed, or the key is missing or wrong (InvalidKeyException).",
     404: "The workflow (or its .war) does not exist.",
     405: "Registering or deleting workflows is disabled (enable_model_api).",
     409: "A workflow of this name is already registered.",
@@ -43,7 +43,7 @@ def _describe() -> dict[str, Any]:
         "maxBatchDelay": integer, "workflowDag": {"type": "string"}}}
     return operation("describeWorkflow", "Describe a workflow.", {
         "200": json_response("The workflow.", {"type": "array", "items": item}),
-        **_errors(401, 404)}, parameters=[NAME])
+        **_errors(400, 404)}, parameters=[NAME])
 
 
 def _list() -> dict[str, Any]:
@@ -52,7 +52,7 @@ def _list() -> dict[str, Any]:
         "workflows": {"type": "array", "items": {"type": "object", "properties": {
             "workflowName": {"type": "string"}, "workflowUrl": {"type": "string"}}}}}}
     return operation("listWorkflows", "List the registered workflows.", {
-        "200": json_response("One page of workflows.", listing), **_errors(400, 401)},
+        "200": json_response("One page of workflows.", listing), **_errors(400)},
         parameters=[_query("limit", "integer", "Workflows per page (at most 100)."),
                     _query("next_page_token", "integer", "Where the page starts.")])
 
@@ -67,13 +67,13 @@ def _register() -> dict[str, Any]:
     ]
     return operation("registerWorkflow", "Register a workflow and start its nodes' models.", {
         "200": json_response("Registered; every node is up.", STATUS),
-        **_errors(400, 401, 404, 405, 409, 500)}, parameters=params)
+        **_errors(400, 404, 405, 409, 500)}, parameters=params)
 
 
 def workflow_management_paths() -> dict[str, Any]:
     unregister = operation("unregisterWorkflow", "Unregister a workflow and its nodes' models.",
                            {"200": json_response("Unregistered.", STATUS),
-                            **_errors(401, 404, 405)}, parameters=[NAME])
+                            **_errors(400, 404, 405)}, parameters=[NAME])
     return {
         "/workflows": {"get": _list(), "post": _register()},
         "/workflows/{workflow_name}": {"get": _describe(), "delete": unregister},
@@ -84,6 +84,6 @@ def workflow_inference_paths() -> dict[str, Any]:
     ok = {"description": "The leaf node's answer, or one JSON object of every leaf's answer "
                          "by node name.", "content": {"application/json": {"schema": {}}}}
     predict = operation("workflowPredictions", "Run a request through a workflow's DAG.",
-                        {"200": ok, **_errors(400, 401, 404, 500, 503, 504)},
+                        {"200": ok, **_errors(400, 404, 500, 503, 504)},
                         parameters=[NAME], request_body=handler_input_body())
     return {"/wfpredict/{workflow_name}": {"post": predict}}

@@ -23,7 +23,7 @@ from torchwire.grpc.generated import inference_pb2_grpc, management_pb2_grpc, pr
 from torchwire.grpc.inference import InferenceService
 from torchwire.grpc.management import ManagementService
 from torchwire.grpc.oip import OpenInferenceService
-from torchwire.grpc.status import ERROR_TYPE_KEY, grpc_code
+from torchwire.grpc.status import ERROR_TYPE_KEY
 from torchwire.registry import ModelRegistry
 from torchwire.store import ModelStore
 
@@ -33,7 +33,7 @@ STOP_GRACE = 5.0  # s that in-flight calls get at shutdown
 
 
 class Authorizer(Protocol):
-    """Raise a ServeError (e.g. 401) unless ``authorization`` may call ``method`` of ``api``."""
+    """Raise a ServeError (InvalidKey) unless ``authorization`` may call ``method`` of ``api``."""
 
     def __call__(self, api: str, method: str, authorization: str | None) -> None: ...
 
@@ -42,7 +42,8 @@ def _denied(handler: grpc.RpcMethodHandler, err: ServeError) -> grpc.RpcMethodHa
     """A handler of the same kind as ``handler`` that refuses the call with ``err``."""
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc_code(err.status), err.message,
+        # TorchServe's code for a call without the right token
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, err.message,
                             ((ERROR_TYPE_KEY, err.type_name),))
 
     kinds = {
