@@ -256,7 +256,7 @@ def test_register_needs_the_model_api(server: RunningServer) -> None:
         keyed = grpc.intercept_channel(channel, WithKey(server.key("management")))
         mgmt = pb_grpc.ManagementAPIsServiceStub(keyed)
         err = error_of(mgmt.RegisterModel, pb.RegisterModelRequest(url="toy-1.0/toy.mar"))
-        assert err.code() is grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
-        assert "enable_model_api=true" in err.details()  # type: ignore[attr-defined]
+        assert err.code() is grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+        assert err.details() == "Model API disabled"  # TorchServe's, word for word
         err = error_of(mgmt.UnregisterModel, pb.UnregisterModelRequest(model_name="toy"))
-        assert err.code() is grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+        assert err.code() is grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
