@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote, urlparse, urlsplit
 
 from torchwire.download import DownloadLimits, Downloads, download_to
-from torchwire.errors import BadRequest
+from torchwire.errors import BadRequest, ModelNotFound
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,21 @@ def normalise_url(url: str) -> str:
 
 
 def check_allowed(url: str, patterns: list[str]) -> str:
-    """The normalised ``url`` when it matches one of ``patterns``; else a 400."""
+    """The normalised ``url`` when it matches one of ``patterns``; else TorchServe's 404.
+
+    A ``..`` anywhere (also percent-encoded) is refused first, as TorchServe refuses it.
+    """
+    refuse_relative(url)
     normal = normalise_url(url)
     if not any(re.fullmatch(pattern, normal) for pattern in patterns):
-        shown = url if normal == url else f"{url} (that is, {normal})"
-        raise BadRequest(
-            f"url {shown} is not allowed: it matches none of allowed_urls ({', '.join(patterns)})"
-        )
+        raise ModelNotFound(f"Given URL {url} does not match any allowed URL(s)")
     return normal
+
+
+def refuse_relative(url: str) -> None:
+    """TorchServe's 404 for a url holding ``..`` (decoded too: ``%2e%2e`` is no way round)."""
+    if ".." in url or ".." in unquote(url):
+        raise ModelNotFound(f"Relative path is not allowed in url: {url}")
 
 
 def in_store(name: str, store: Path | None) -> Path:
@@ -71,9 +78,10 @@ def in_store(name: str, store: Path | None) -> Path:
             f"url {name} names an archive in the model store, but no model store is "
             "configured (--model-store); give an absolute path or a URL"
         )
+    refuse_relative(name)
     parts = PurePosixPath(name.replace("\\", "/")).parts
-    if not parts or ".." in parts:
-        raise BadRequest(f"url {name} must not contain '..': name an archive in the model store")
+    if not parts:
+        raise BadRequest("Parameter url is required.")
     return store / Path(*parts)
 
 

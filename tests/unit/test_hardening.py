@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from torchwire.archive import UnpackLimits, open_archive
-from torchwire.errors import ArchiveError, BadRequest
+from torchwire.errors import ArchiveError, BadRequest, ModelNotFound
 from torchwire.jsondoc import MAX_JSON_DEPTH, nesting_depth_exceeds, parse_json
 from torchwire.sources import check_allowed, normalise_url
 
@@ -49,8 +49,10 @@ def test_dot_segments_do_not_pass_allowed_urls() -> None:
     patterns = [r"file:///srv/allowed/.*", r"http://h/allowed/.*"]
     assert check_allowed("file:///srv/allowed/./m.mar", patterns) == "file:///srv/allowed/m.mar"
     for url in ("file:///srv/allowed/../store/m.mar", "http://h/allowed/%2e%2e/x/m.mar"):
-        with pytest.raises(BadRequest, match="is not allowed"):
+        with pytest.raises(ModelNotFound, match="^Relative path is not allowed in url: "):
             check_allowed(url, patterns)
+    with pytest.raises(ModelNotFound, match=r"^Given URL http://h/x.mar does not match any "):
+        check_allowed("http://h/x.mar", patterns)
 
 
 def test_archive_kind_comes_from_the_header_only(tmp_path: Path) -> None:
