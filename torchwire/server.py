@@ -27,6 +27,7 @@ from torchwire.api.kserve_v2 import KServeV2API
 from torchwire.api.management import ManagementAPI
 from torchwire.api.metrics import MetricsAPI
 from torchwire.api.responses import EXCEPTION_HANDLERS
+from torchwire.api.slashes import DropTrailingSlash
 from torchwire.api.workflows import WorkflowInferenceAPI, WorkflowManagementAPI
 from torchwire.auth import (
     API,
@@ -64,8 +65,10 @@ class _Listener(uvicorn.Server):
 
 
 def make_app(routes: list[BaseRoute], middleware: list[Middleware] | None = None) -> Starlette:
-    return Starlette(routes=routes, middleware=middleware,
-                     exception_handlers=dict(EXCEPTION_HANDLERS))
+    app = Starlette(routes=routes, middleware=[Middleware(DropTrailingSlash), *(middleware or [])],
+                    exception_handlers=dict(EXCEPTION_HANDLERS))
+    app.router.redirect_slashes = False
+    return app
 
 
 def bind(address: Address) -> socket.socket:

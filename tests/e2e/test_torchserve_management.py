@@ -189,3 +189,13 @@ def test_options_documents_match_torchserve_on_shared_paths(
     assert mismatches(inference, TORCHSERVE_INFERENCE) == []
     assert mismatches(management, TORCHSERVE_MANAGEMENT) == []
     assert "s3_sse_kms" in management["/models"]["post"][0]
+
+
+def test_a_trailing_slash_is_the_same_path(ts: tuple[RunningServer, str, Path],
+                                           mgmt: httpx.Client) -> None:
+    """TorchServe answers /models/ as /models (its tests do GET /models/); no redirect."""
+    listed = mgmt.get("/models/")
+    assert listed.status_code == 200 and listed.json() == mgmt.get("/models").json()
+    assert httpx.get(f"{ts[0].url}/ping/").json() == {"status": "Healthy"}
+    r = httpx.post(f"{ts[0].url}/predictions/toy/", content=b"slash")
+    assert r.status_code == 200 and r.json()["echo"] == "slash"
