@@ -90,6 +90,14 @@ def model_specs(args: argparse.Namespace, settings: Settings) -> list[ModelSpec]
     return [parse_model_arg(m) for m in names]
 
 
+def check_stores(settings: Settings) -> None:
+    """TorchServe's refusal to start: a model or workflow store that is not a folder."""
+    for flag, store in (("--model-store", settings.model_store),
+                        ("--workflow-store", settings.workflow_store)):
+        if store is not None and not store.is_dir():
+            raise ConfigError(f"{flag} directory not found: {store}")
+
+
 def start_foreground(args: argparse.Namespace) -> int:
     from torchwire.logs import configure_logging
     from torchwire.server import default_log_dir, run_server
@@ -97,6 +105,7 @@ def start_foreground(args: argparse.Namespace) -> int:
 
     config = Path(args.ts_config) if args.ts_config else None
     settings = load_settings(cli_settings(args), config_path=config)
+    check_stores(settings)
     log_dir = default_log_dir(settings)
     configure_logging(log_dir)
     restoring = config is None and not args.ncs and config_file_from_env() is None
@@ -104,6 +113,7 @@ def start_foreground(args: argparse.Namespace) -> int:
     if snapshot is not None:
         log.info("starting from the snapshot %s", snapshot)
         settings = load_settings(cli_settings(args), config_path=snapshot)
+        check_stores(settings)
         log_dir = default_log_dir(settings)
     if settings.log_location is None:
         from dataclasses import replace
@@ -127,6 +137,7 @@ def _listening(address: str) -> bool:
 def start_background(argv: list[str], args: argparse.Namespace) -> int:
     settings = load_settings(cli_settings(args),
                              config_path=Path(args.ts_config) if args.ts_config else None)
+    check_stores(settings)
     log_dir = settings.log_location or Path.cwd() / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     out = (log_dir / "torchwire_stdout.log").open("ab")

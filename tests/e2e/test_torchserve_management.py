@@ -4,6 +4,8 @@ says why)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -199,3 +201,15 @@ def test_a_trailing_slash_is_the_same_path(ts: tuple[RunningServer, str, Path],
     assert httpx.get(f"{ts[0].url}/ping/").json() == {"status": "Healthy"}
     r = httpx.post(f"{ts[0].url}/predictions/toy/", content=b"slash")
     assert r.status_code == 200 and r.json()["echo"] == "slash"
+
+
+@pytest.mark.parametrize("flag", ["--model-store", "--workflow-store"])
+def test_a_store_that_is_not_a_folder_stops_the_start(tmp_path: Path, flag: str) -> None:
+    """TorchServe refuses to start on a missing store (its test_snapshot checks that)."""
+    missing = tmp_path / "no-such-store"
+    args = ["--model-store", str(tmp_path), flag, str(missing)] if flag != "--model-store" \
+        else [flag, str(missing)]
+    done = subprocess.run([sys.executable, "-m", "torchwire", "start", "--foreground", "--ncs",
+                           *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert f"{flag} directory not found: {missing}" in done.stderr
