@@ -213,3 +213,13 @@ def test_a_store_that_is_not_a_folder_stops_the_start(tmp_path: Path, flag: str)
                            *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert f"{flag} directory not found: {missing}" in done.stderr
+
+
+def test_the_path_after_the_version_reaches_the_handler_as_url_path(
+        ts: tuple[RunningServer, str, Path]) -> None:
+    """TorchServe hands what follows /predictions/{m}/{v}/ to the handler as header url_path
+    (OpenAI-style routes on one model)."""
+    for rest in ("v1/chat/completion", "v1/completion"):
+        r = httpx.post(f"{ts[0].url}/predictions/toy/1.0/{rest}", content=b"header:url_path")
+        assert r.status_code == 200 and r.json()["value"] == rest
+    assert httpx.post(f"{ts[0].url}/predictions/toy/9.9/v1/x", content=b"q").status_code == 404

@@ -21,6 +21,7 @@ EXPECTED_METHODS = {
     "/live": {"get"},
     "/predictions/{model_name}": {"post", "put"},
     "/predictions/{model_name}/{model_version}": {"post", "put"},
+    "/predictions/{model_name}/{model_version}/{url_path}": {"post", "put"},
     "/explanations/{model_name}": {"post"},
     "/explanations/{model_name}/{model_version}": {"post"},
     "/v1/models/{model_name}:predict": {"post"},

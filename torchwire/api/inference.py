@@ -34,6 +34,9 @@ class InferenceAPI:
             Route("/live", self.live, methods=["GET"]),
             Route("/predictions/{model_name}", predict, methods=["POST", "PUT"]),
             Route("/predictions/{model_name}/{model_version}", predict, methods=["POST", "PUT"]),
+            # TorchServe passes what follows the version to the handler as header url_path
+            Route("/predictions/{model_name}/{model_version}/{url_path:path}", predict,
+                  methods=["POST", "PUT"]),
             Route("/explanations/{model_name}", explain, methods=["POST"]),
             Route("/explanations/{model_name}/{model_version}", explain, methods=["POST"]),
         ]
@@ -66,6 +69,8 @@ class InferenceAPI:
         model = self.registry.get(params["model_name"], params.get("model_version"))
         note_model(request, model)
         item = await item_from_request(request, self.settings.max_request_size)
+        if "url_path" in params:
+            item.headers["url_path"] = params["url_path"]
         stream = model.submit(item, kind)
         with abandon_on_disconnect(request.receive, stream):
             return await prediction_response(stream, self.settings.max_response_size)

@@ -221,6 +221,18 @@ def prediction_path(versioned: bool) -> dict[str, Any]:
     }
 
 
+def url_path_prediction() -> dict[str, Any]:
+    """``/predictions/{model_name}/{model_version}/{url_path}``: as the versioned form, with
+    the rest of the path handed to the handler as the request header ``url_path``."""
+    item = prediction_path(True)
+    rest = path_parameter("url_path", "The rest of the path (slashes allowed), which the "
+                                      "handler reads as the request header url_path.")
+    for op in item.values():
+        op["operationId"] += "UrlPath"
+        op["parameters"] = [*op["parameters"], rest]
+    return item
+
+
 def explanation_path(versioned: bool) -> dict[str, Any]:
     """Methods of ``/explanations/{model_name}[/{model_version}]``."""
     target = "a specific version of a model" if versioned else "the default version of a model"
@@ -272,6 +284,7 @@ def inference_paths() -> dict[str, Any]:
         "/live": {"get": live_operation()},
         "/predictions/{model_name}": prediction_path(False),
         "/predictions/{model_name}/{model_version}": prediction_path(True),
+        "/predictions/{model_name}/{model_version}/{url_path}": url_path_prediction(),
         "/explanations/{model_name}": explanation_path(False),
         "/explanations/{model_name}/{model_version}": explanation_path(True),
         "/v1/models/{model_name}:predict": {
