@@ -289,3 +289,22 @@ def test_request_envelopes(examples: Examples) -> None:
     assert r.json() == {"id": "req-7", "model_name": "tsenvelope", "model_version": "1.0",
                         "outputs": [{"name": "x", "datatype": "FP64", "shape": [3],
                                      "data": [3.0, 5.0, 7.0]}]}
+
+
+def test_an_async_handle_is_awaited(examples: Examples,
+                                    digit_samples: list[tuple[bytes, int]]) -> None:
+    """TorchServe's async worker handler (``async def handle``, ``asyncCommunication``):
+    ten concurrent requests, each answered with its own image's class."""
+    config = examples.tmp / "async-config.yaml"
+    config.write_text("minWorkers: 1\nmaxWorkers: 1\nbatchSize: 1\nasyncCommunication: true\n")
+    examples.archive("tsasync", str(HANDLERS / "async_digits.py"), "--config-file", str(config),
+                     weights=examples.digits.weights)
+    examples.register("tsasync")
+    samples = digit_samples[:10]
+    with ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(lambda s: httpx.post(
+            f"{examples.server.url}/predictions/tsasync", content=s[0], timeout=60), samples))
+    for (png, _), r in zip(samples, answers, strict=True):
+        assert r.status_code == 200, r.text
+        probs = examples.digits.image_probabilities(png)
+        assert r.text == str(max(range(10), key=lambda i: probs[i]))

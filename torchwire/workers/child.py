@@ -7,6 +7,8 @@ computes the current one; if the front goes away the worker exits.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import os
 import queue
@@ -90,6 +92,7 @@ class Worker:
         self.spec = spec
         self.service = service
         self.ctx = ctx
+        self._loop: asyncio.AbstractEventLoop | None = None  # for async handlers, made once
 
     def _emitter(self, items: list[Item], positions: list[int],
                  sender: PartialSender) -> Callable[[int, Any], None]:
@@ -111,7 +114,7 @@ class Worker:
         self.ctx.start_batch([i.request_id for i in items], [dict(i.headers) for i in items],
                              self._emitter(items, positions, sender), kind)
         try:
-            results = self.service.handle(rows, self.ctx)
+            results = self._settled(self.service.handle(rows, self.ctx))
         finally:
             self.ctx.end_batch()
         if not isinstance(results, list) or len(results) != len(rows):
@@ -121,6 +124,15 @@ class Worker:
             )
         name = self.service.name
         return [outcome_of(r, self.ctx, i, name, items[i]) for i, r in enumerate(results)]
+
+    def _settled(self, results: Any) -> Any:
+        """An ``async def handle``'s results (TorchServe's asyncCommunication handlers),
+        awaited on this worker's own event loop; anything else as it is."""
+        if not inspect.isawaitable(results):
+            return results
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(results)
 
     def _run_rows(self, rows: list[dict[str, Any]], items: list[Item], positions: list[int],
                   kind: Kind, sender: PartialSender) -> list[Any]:
