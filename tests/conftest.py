@@ -108,7 +108,7 @@ def start_server(tmp: Path, store: Path, models: list[str], config: dict[str, ob
     cfg = tmp / "config.properties"
     cfg.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
     log_dir = tmp / "logs"
-    log = log_dir / "torchwire.log"
+    log = log_dir / "ts_log.log"
     offset = log.stat().st_size if log.exists() else 0  # a second server in the same folder
     cmd = [sys.executable, "-m", "torchwire", "start", "--foreground", "--model-store",
            str(store), "--ts-config", str(cfg), "--log-location", str(log_dir),

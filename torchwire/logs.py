@@ -2,7 +2,7 @@
 
 Under the log folder (``log_location``, default ``./logs``), as TorchServe lays them out:
 
-- ``torchwire.log``: the server's own messages;
+- ``ts_log.log``: the server's own messages (TorchServe's name for it);
 - ``access_log.log``: one line per HTTP request (method, path, status, model, version,
   latency), from the ``torchwire.access`` logger;
 - ``model_log.log``: every line the worker processes print or log, each prefixed with
@@ -58,7 +58,7 @@ def configure_logging(log_dir: Path, console: bool = True) -> None:
     """Send the server, access and model logs to their files under ``log_dir``."""
     log_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
-        level=logging.INFO, handlers=_handlers(log_dir / "torchwire.log", SERVER_FORMAT, console),
+        level=logging.INFO, handlers=_handlers(log_dir / "ts_log.log", SERVER_FORMAT, console),
         force=True,
     )
     _own_file(ACCESS_LOG, log_dir / "access_log.log", ACCESS_FORMAT, console)

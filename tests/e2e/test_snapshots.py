@@ -56,7 +56,7 @@ class Front:
     def restart(self) -> None:
         """Start again in the same folder with no --ts-config (and no --models); the
         snapshot holds the config's port 0, so the new ports are read from the log."""
-        log = self.server.log_dir / "torchwire.log"
+        log = self.server.log_dir / "ts_log.log"
         offset = log.stat().st_size
         cmd = [sys.executable, "-m", "torchwire", "start", "--foreground", "--model-store",
                str(self.store), "--log-location", str(self.tmp / "logs")]
