@@ -103,6 +103,7 @@ def start_server(tmp: Path, store: Path, models: list[str], config: dict[str, ob
         "metrics_address": "http://127.0.0.1:0",
         "grpc_inference_port": 0,
         "grpc_management_port": 0,
+        "metrics_mode": "prometheus",  # the tests scrape TorchServe's metrics (default: log)
         **config,
     }
     cfg = tmp / "config.properties"

@@ -143,7 +143,7 @@ def test_defaults_match_torchserve() -> None:
     assert settings.batch_size == 1
     assert settings.max_batch_delay == 100
     assert settings.number_of_gpu is None
-    assert settings.metrics_mode == "prometheus"
+    assert settings.metrics_mode == "log"  # TorchServe's default
     assert settings.enable_metrics_api is True
     assert settings.disable_token_authorization is False
     assert settings.enable_token_authorization is False

@@ -72,7 +72,7 @@ class Settings:
     max_batch_delay: int = setting(int_at_least(0), 100)  # milliseconds
     number_of_gpu: int | None = setting(optional(int_at_least(0)))  # None: detect
     log_location: Path | None = setting(optional(to_path))
-    metrics_mode: str = setting(choice("prometheus", "log", "legacy"), "prometheus")
+    metrics_mode: str = setting(choice("prometheus", "log", "legacy"), "log")  # TorchServe's
     metrics_config: Path | None = setting(optional(to_path))  # None: TorchServe's default set
     # None: on without metrics_config (torchwire's habit), off with one (TorchServe's)
     model_metrics_auto_detect: bool | None = setting(optional(to_bool))
