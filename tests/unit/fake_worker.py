@@ -65,6 +65,8 @@ class FakeChild:
     def _run(self) -> None:
         try:
             self._serve()
+        except ConnectionResetError:
+            pass  # the front closed its end mid-read: as good as end-of-file for a child
         finally:
             self.sock.close()
             if self.returncode is None:
