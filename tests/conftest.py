@@ -136,22 +136,33 @@ def _running(proc: subprocess.Popen[bytes]) -> bool:
 
 
 def stop_server(server: RunningServer) -> None:
-    server.proc.terminate()
+    stop_process(server.proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a server started in its own session; its whole group is killed after 30 s."""
+    proc.terminate()
     try:
-        server.proc.wait(30)
+        proc.wait(30)
     except subprocess.TimeoutExpired:
-        os.killpg(server.proc.pid, 9)
-        server.proc.wait()
+        os.killpg(proc.pid, 9)
+        proc.wait()
 
 
 def torch_model_archiver(args: list[str], scratch: Path) -> subprocess.CompletedProcess[str]:
-    """Run TorchServe's own torch-model-archiver (a test dependency) with ``args``.
+    """Run TorchServe's own torch-model-archiver (a test dependency) with ``args``."""
+    return torchserve_tool("torch-model-archiver", args, scratch)
 
-    It stages the files in ``$TMPDIR/<model-name>``, so each call gets its own TMPDIR.
+
+def torchserve_tool(name: str, args: list[str],
+                    scratch: Path) -> subprocess.CompletedProcess[str]:
+    """Run one of TorchServe's archiver commands (test dependencies) with ``args``.
+
+    They stage files in ``$TMPDIR``, so each call gets its own TMPDIR, ``scratch``.
     """
-    tool = Path(sys.executable).parent / "torch-model-archiver"
+    tool = Path(sys.executable).parent / name
     if not tool.exists():
-        pytest.skip("torch-model-archiver is not installed next to the interpreter")
+        pytest.skip(f"{name} is not installed next to the interpreter")
     scratch.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "TMPDIR": str(scratch)}
     return subprocess.run([str(tool), *args], env=env, capture_output=True, text=True,

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, wait_for_ping, wait_until
+from tests.conftest import free_port, stop_process, wait_for_ping, wait_until
 
 MANAGEMENT_KEY = "replica-test-management-key"
 
@@ -109,12 +109,7 @@ class Replica:
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
-                self.proc.wait()
+            stop_process(self.proc)
 
     def manage(self, method: str, path: str) -> httpx.Response:
         headers = {"Authorization": f"Bearer {MANAGEMENT_KEY}"}

@@ -60,12 +60,17 @@ def _refused(url: str) -> bool:
     return False
 
 
-def test_sigterm_drains_every_accepted_request_then_exits_0(tmp_path: Path) -> None:
+def draining_toy(tmp_path: Path, drain_delay: int, drain_timeout: int) -> RunningServer:
+    """A server of the toy model with these drain settings."""
     store = tmp_path / "store"
     store.mkdir()
     toy_archive(store, "toy")
-    server = start_server(tmp_path / "run", store, ["toy=toy-1.0/toy.mar"],
-                          {"drain_delay": 4, "drain_timeout": 20})
+    return start_server(tmp_path / "run", store, ["toy=toy-1.0/toy.mar"],
+                        {"drain_delay": drain_delay, "drain_timeout": drain_timeout})
+
+
+def test_sigterm_drains_every_accepted_request_then_exits_0(tmp_path: Path) -> None:
+    server = draining_toy(tmp_path, drain_delay=4, drain_timeout=20)
     release = tmp_path / "release"
     answers: dict[str, httpx.Response] = {}
 
@@ -101,11 +106,7 @@ def test_sigterm_drains_every_accepted_request_then_exits_0(tmp_path: Path) -> N
 
 
 def test_a_second_signal_skips_the_drain_delay(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    store.mkdir()
-    toy_archive(store, "toy")
-    server = start_server(tmp_path / "run", store, ["toy=toy-1.0/toy.mar"],
-                          {"drain_delay": 600, "drain_timeout": 5})
+    server = draining_toy(tmp_path, drain_delay=600, drain_timeout=5)
     try:
         server.proc.send_signal(signal.SIGTERM)
         wait_until(lambda: status(server, "/ping") == 503, 3, "/ping turning 503")

@@ -6,7 +6,6 @@ and ``triple``, 1x1 linear layers), whose answers ``aggregate`` (a function) com
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import zipfile
@@ -21,20 +20,15 @@ from tests.conftest import (
     handler_archive,
     start_server,
     stop_server,
+    torchserve_tool,
 )
 
 HERE = Path(__file__).resolve().parent / "workflow"
 
 
 def workflow_archiver(args: list[str], scratch: Path) -> subprocess.CompletedProcess[str]:
-    """TorchServe's torch-workflow-archiver (a test dependency); it stages in $TMPDIR."""
-    tool = Path(sys.executable).parent / "torch-workflow-archiver"
-    if not tool.exists():
-        pytest.skip("torch-workflow-archiver is not installed next to the interpreter")
-    scratch.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "TMPDIR": str(scratch)}
-    return subprocess.run([str(tool), *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+    """TorchServe's torch-workflow-archiver (a test dependency)."""
+    return torchserve_tool("torch-workflow-archiver", args, scratch)
 
 
 def build_store(store: Path, scratch: Path) -> None:

@@ -60,6 +60,12 @@ def int_param(params: Params, key: str, default: int, minimum: int) -> int:
     return value
 
 
+def page_params(params: Params) -> tuple[int, int]:
+    """``limit`` (default 100) and ``next_page_token`` (default 0) of a list request."""
+    return (int_param(params, "limit", 100, -(2**31)),
+            int_param(params, "next_page_token", 0, -(2**31)))
+
+
 def bool_param(params: Params, key: str, default: bool) -> bool:
     raw = params.get(key)
     if raw is None or raw == "":
@@ -146,10 +152,7 @@ class ManagementAPI:
         return json_response(doc)
 
     async def list_models(self, request: Request) -> Response:
-        q = request.query_params
-        limit = int_param(q, "limit", 100, -(2**31))
-        token = int_param(q, "next_page_token", 0, -(2**31))
-        return json_response(self.admin.list_models(limit, token))
+        return json_response(self.admin.list_models(*page_params(request.query_params)))
 
     async def describe(self, request: Request) -> Response:
         name = request.path_params["model_name"]

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from torchwire.admin import require_model_api
-from torchwire.api.management import int_param, register_params, status
+from torchwire.api.management import int_param, page_params, register_params, status
 from torchwire.api.payload import item_from_request
 from torchwire.api.responses import json_response
 from torchwire.config import Settings
@@ -34,10 +34,7 @@ class WorkflowManagementAPI:
         ]
 
     async def list_workflows(self, request: Request) -> Response:
-        q = request.query_params
-        limit = int_param(q, "limit", 100, -(2**31))
-        token = int_param(q, "next_page_token", 0, -(2**31))
-        return json_response(self.manager.list_page(limit, token))
+        return json_response(self.manager.list_page(*page_params(request.query_params)))
 
     async def describe(self, request: Request) -> Response:
         return json_response(self.manager.describe(request.path_params["workflow_name"]))
