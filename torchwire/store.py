@@ -92,13 +92,12 @@ class ModelStore:
                 shutil.rmtree(path.parent, ignore_errors=True)
 
     async def fetch_build(self, spec: ModelSpec, overrides: ModelSettings | None = None,
-                          loaded_at_startup: bool = False,
-                          default_workers: int | None = None) -> ModelVersion:
+                          loaded_at_startup: bool = False) -> ModelVersion:
         """:meth:`build` for ``spec.url`` wherever it is (see :meth:`fetched`), off the
         event loop; the version's ``model_url`` is the url as given."""
         async with self.fetched(spec.url) as path:
             model = await asyncio.to_thread(self.build, replace(spec, url=str(path)),
-                                            overrides, loaded_at_startup, default_workers)
+                                            overrides, loaded_at_startup)
         model.model_url = spec.url
         return model
 
@@ -121,16 +120,15 @@ class ModelStore:
         raise ModelNotFound(f"Model archive not found: {url}{where}")
 
     def build(self, spec: ModelSpec, overrides: ModelSettings | None = None,
-              loaded_at_startup: bool = False,
-              default_workers: int | None = None) -> ModelVersion:
-        """A version of ``spec``; ``default_workers``: workers where no layer sets them
-        (None: default_workers_per_model, or one per GPU)."""
+              loaded_at_startup: bool = False) -> ModelVersion:
+        """A version of ``spec``; where no layer sets the workers: default_workers_per_model,
+        else one per GPU (at least one)."""
         archive = self.locate(spec.url)
         limits = UnpackLimits(self.settings.max_extracted_size,
                               self.settings.max_compression_ratio)
         model_dir = open_archive(archive, self.work_dir, limits)
         try:
-            return self._version(spec, model_dir, overrides, loaded_at_startup, default_workers)
+            return self._version(spec, model_dir, overrides, loaded_at_startup)
         except BaseException:
             self.discard(model_dir)
             raise
@@ -143,7 +141,7 @@ class ModelStore:
         shutil.rmtree(self.work_dir / top, ignore_errors=True)
 
     def _version(self, spec: ModelSpec, model_dir: Path, overrides: ModelSettings | None,
-                 loaded_at_startup: bool, default_workers: int | None) -> ModelVersion:
+                 loaded_at_startup: bool) -> ModelVersion:
         manifest = read_manifest(model_dir)
         if spec.name and spec.name != manifest.model_name:
             manifest = _renamed(manifest, spec.name)
@@ -151,7 +149,7 @@ class ModelStore:
             manifest = replace(manifest, handler=spec.handler)
         yaml_config = read_model_config(model_dir, manifest)
         config = self.serving_config(manifest, yaml_config, overrides or ModelSettings(),
-                                     default_workers, spec.initial_workers)
+                                     spec.initial_workers)
         return ModelVersion(
             manifest, model_dir, yaml_config, config, self.gpus,
             model_url=spec.url, log_dir=self.settings.log_location,
@@ -173,9 +171,8 @@ class ModelStore:
 
     def serving_config(self, manifest: Manifest, yaml_config: dict[str, Any],
                        overrides: ModelSettings,
-                       default_workers: int | None = None,
                        initial_workers: int | None = None) -> ServingConfig:
-        layered = self._defaults(default_workers)
+        layered = self._defaults()
         per_model = self.settings.models.get(manifest.model_name, {})
         entry = per_model.get(manifest.model_version)
         if entry is not None:
@@ -187,10 +184,9 @@ class ModelStore:
                                                    max_workers=initial_workers))
         return resolve(layered.merged(overrides))
 
-    def _defaults(self, workers: int | None = None) -> ModelSettings:
+    def _defaults(self) -> ModelSettings:
         s = self.settings
-        if workers is None:
-            workers = s.default_workers_per_model
+        workers = s.default_workers_per_model
         if workers is None:
             workers = max(1, self.gpus.count)
         return ModelSettings(
