@@ -9,7 +9,7 @@ import grpc
 import pytest
 from google.protobuf import empty_pb2
 
-from torchwire.errors import Unauthorized
+from torchwire.errors import InvalidKey
 from torchwire.grpc.generated import inference_pb2 as pb
 from torchwire.grpc.generated import inference_pb2_grpc as pb_grpc
 from torchwire.grpc.inference import InferenceService
@@ -54,7 +54,7 @@ async def _serve_and_call(call: Call, md: tuple[tuple[str, str], ...],
     def authorize(api: str, method: str, authorization: str | None) -> None:
         seen.append((api, method))
         if authorization != "Bearer good":
-            raise Unauthorized("Token Authorization failed: send authorization: Bearer <key>")
+            raise InvalidKey(InvalidKey.TOKEN)
 
     server = grpc.aio.server(interceptors=[AuthInterceptor("inference", authorize)])
     pb_grpc.add_InferenceAPIsServiceServicer_to_server(InferenceService(ModelRegistry()), server)

@@ -16,11 +16,11 @@ import grpc
 
 from torchwire.admin import ModelAdmin, Registration, Scaling
 from torchwire.config import ModelSettings
-from torchwire.errors import BadRequest, ModelAPIDisabled
+from torchwire.errors import BadRequest
 from torchwire.grpc.generated import management_pb2 as pb
 from torchwire.grpc.generated import management_pb2_grpc as pb_grpc
 from torchwire.grpc.inference import metadata_headers
-from torchwire.grpc.status import ERROR_TYPE_KEY, rpc
+from torchwire.grpc.status import rpc
 
 __all__ = ["ManagementService", "ModelAdmin"]
 
@@ -79,7 +79,6 @@ class ManagementService(pb_grpc.ManagementAPIsServiceServicer):
     @rpc
     async def RegisterModel(self, request: pb.RegisterModelRequest,
                             context: grpc.aio.ServicerContext) -> pb.ManagementResponse:
-        await self._require_model_api(context, "registering models")
         answer = await self.admin.register(registration(request))
         return reply(answer.message)
 
@@ -100,15 +99,6 @@ class ManagementService(pb_grpc.ManagementAPIsServiceServicer):
     @rpc
     async def UnregisterModel(self, request: pb.UnregisterModelRequest,
                               context: grpc.aio.ServicerContext) -> pb.ManagementResponse:
-        await self._require_model_api(context, "deleting models")
         name = required(request.model_name, "model_name")
         answer = await self.admin.unregister(name, request.model_version or None)
         return reply(answer.message)
-
-    async def _require_model_api(self, context: grpc.aio.ServicerContext, what: str) -> None:
-        """TorchServe's gRPC answer while the model API is off (REST has its 405)."""
-        try:
-            self.admin.require_model_api(what)
-        except ModelAPIDisabled:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "Model API disabled",
-                                ((ERROR_TYPE_KEY, "ModelException"),))

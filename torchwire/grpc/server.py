@@ -23,7 +23,7 @@ from torchwire.grpc.generated import inference_pb2_grpc, management_pb2_grpc, pr
 from torchwire.grpc.inference import InferenceService
 from torchwire.grpc.management import ManagementService
 from torchwire.grpc.oip import OpenInferenceService
-from torchwire.grpc.status import ERROR_TYPE_KEY
+from torchwire.grpc.status import abort
 from torchwire.registry import ModelRegistry
 from torchwire.store import ModelStore
 
@@ -42,9 +42,7 @@ def _denied(handler: grpc.RpcMethodHandler, err: ServeError) -> grpc.RpcMethodHa
     """A handler of the same kind as ``handler`` that refuses the call with ``err``."""
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-        # TorchServe's code for a call without the right token
-        await context.abort(grpc.StatusCode.PERMISSION_DENIED, err.message,
-                            ((ERROR_TYPE_KEY, err.type_name),))
+        await abort(context, err)
 
     kinds = {
         (False, False): grpc.unary_unary_rpc_method_handler,

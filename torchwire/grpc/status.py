@@ -14,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from torchwire.errors import InternalError, ServeError
+from torchwire.errors import InternalError, InvalidKey, ModelAPIDisabled, ServeError
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +57,19 @@ def code_number(code: grpc.StatusCode) -> int:
     return number
 
 
+# Where TorchServe's gRPC answer is not the HTTP status's code: (code, message, type);
+# None keeps the error's own message or type.
+_TORCHSERVE_ANSWERS: dict[type[ServeError], tuple[grpc.StatusCode, str | None, str | None]] = {
+    InvalidKey: (grpc.StatusCode.PERMISSION_DENIED, None, None),
+    ModelAPIDisabled: (grpc.StatusCode.PERMISSION_DENIED, "Model API disabled", "ModelException"),
+}
+
+
 async def abort(context: grpc.aio.ServicerContext, err: ServeError) -> NoReturn:
-    await context.abort(grpc_code(err.status), err.message,
-                        ((ERROR_TYPE_KEY, err.type_name),))
+    """End the call with ``err``: its HTTP status's code, or TorchServe's own answer."""
+    code, message, type_name = _TORCHSERVE_ANSWERS.get(type(err), (None, None, None))
+    await context.abort(code or grpc_code(err.status), message or err.message,
+                        ((ERROR_TYPE_KEY, type_name or err.type_name),))
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
 
 
